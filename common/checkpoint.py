@@ -1,0 +1,134 @@
+"""The one checkpoint format both frameworks read and write: safetensors with PyTorch's names.
+
+`model.safetensors` holds the weights (`rnn.weight_ih_l0`, ..., `fc.weight`, `fc.bias`) with
+the run's config as JSON in the metadata. `train_state.safetensors` adds Adam's moments and
+the loop's position, so an interrupted run can resume exactly. Weights are float32 NumPy
+arrays; converting to torch or JAX is a copy.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from common.atomic import atomic_write_bytes
+from common.config import GATES, MODEL_FIELDS, Config
+from common.errors import UserError
+
+FORMAT = "rnn-mnist-parity/1"
+ADAM_PREFIXES = ("adam.exp_avg.", "adam.exp_avg_sq.")
+
+
+def param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """Every parameter's PyTorch name and shape, in nn.Module order."""
+    rows, hidden = GATES[config.cell] * config.hidden_size, config.hidden_size
+    shapes = {}
+    for layer in range(config.num_layers):
+        inputs = config.input_size if layer == 0 else hidden
+        shapes[f"rnn.weight_ih_l{layer}"] = (rows, inputs)
+        shapes[f"rnn.weight_hh_l{layer}"] = (rows, hidden)
+        shapes[f"rnn.bias_ih_l{layer}"] = (rows,)
+        shapes[f"rnn.bias_hh_l{layer}"] = (rows,)
+    features = hidden * config.seq_len if config.head == "all" else hidden
+    shapes["fc.weight"] = (config.num_classes, features)
+    shapes["fc.bias"] = (config.num_classes,)
+    return shapes
+
+
+def count_params(config: Config) -> int:
+    return sum(int(np.prod(shape)) for shape in param_shapes(config).values())
+
+
+def check_params(params: dict[str, np.ndarray], config: Config, source: str) -> None:
+    """Raise a UserError unless `params` has exactly the names and shapes `config` needs."""
+    expected = param_shapes(config)
+    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or extra:
+        raise UserError(f"{source} does not fit a {config.variant} model: missing {missing}, unexpected {extra}")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise UserError(f"{source}: {name} has shape {tuple(params[name].shape)}, "
+                            f"a {config.variant} model with hidden {config.hidden_size} needs {shape}")
+
+
+def _read(path: str | Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    try:
+        (header_size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + header_size])
+        metadata = header.get("__metadata__") or {}
+        tensors = st_load(data)
+    except Exception as error:  # any corruption: bad header, bad JSON, short data
+        raise UserError(f"{path} is not a valid safetensors {what} ({type(error).__name__}); "
+                        "it may be truncated or corrupt") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise UserError(f"{path} is a safetensors file but not one of this project's {what}s (no '{FORMAT}' metadata)")
+    return tensors, metadata
+
+
+def _config_from(metadata: dict[str, str], path) -> Config:
+    try:
+        values = json.loads(metadata["config"])
+        return Config.from_dict(values)
+    except (KeyError, TypeError, ValueError, UserError) as error:
+        raise UserError(f"{path} has an unreadable config in its metadata ({error})") from None
+
+
+def save_model(path, params: dict[str, np.ndarray], config: Config, **extra: str) -> None:
+    check_params(params, config, "weights to save")
+    metadata = {"format": FORMAT, "config": json.dumps(config.to_dict(), sort_keys=True), **extra}
+    tensors = {name: np.ascontiguousarray(params[name], dtype=np.float32) for name in param_shapes(config)}
+    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+
+
+def load_model(path, expect: Config | None = None) -> tuple[dict[str, np.ndarray], Config, dict[str, str]]:
+    """Weights, the config they were trained with, and the metadata. With `expect`, the model
+    fields (cell, head, sizes) must match it."""
+    tensors, metadata = _read(path, "checkpoint")
+    config = _config_from(metadata, path)
+    if expect is not None:
+        diffs = [f"{name} {getattr(config, name)} (run asks for {getattr(expect, name)})"
+                 for name in MODEL_FIELDS if getattr(config, name) != getattr(expect, name)]
+        if diffs:
+            raise UserError(f"{path} holds a different model: {', '.join(diffs)}; "
+                            "drop the model flags to use the checkpoint's, or pick a matching checkpoint")
+    check_params(tensors, config, str(path))
+    for name, array in tensors.items():
+        if array.dtype != np.float32:
+            raise UserError(f"{path}: {name} is {array.dtype}, expected float32")
+    return tensors, config, metadata
+
+
+def save_train_state(path, params, adam: dict[str, np.ndarray], config: Config, state: dict) -> None:
+    """Weights, Adam's moments (`adam.exp_avg.<name>`, `adam.exp_avg_sq.<name>`, `adam.step`)
+    and the loop's state (JSON: epoch, batch, metrics so far)."""
+    tensors = {f"model.{name}": np.ascontiguousarray(value) for name, value in params.items()}
+    tensors.update({name: np.ascontiguousarray(value) for name, value in adam.items()})
+    metadata = {"format": FORMAT, "config": json.dumps(config.to_dict(), sort_keys=True),
+                "state": json.dumps(state)}
+    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+
+
+def load_train_state(path) -> tuple[dict, dict, Config, dict]:
+    tensors, metadata = _read(path, "training state")
+    config = _config_from(metadata, path)
+    params = {name[len("model."):]: value for name, value in tensors.items() if name.startswith("model.")}
+    adam = {name: value for name, value in tensors.items() if name.startswith("adam.")}
+    check_params(params, config, str(path))
+    for prefix in ADAM_PREFIXES:
+        check_params({n[len(prefix):]: v for n, v in adam.items() if n.startswith(prefix)}, config, f"{path} ({prefix})")
+    if "adam.step" not in adam:
+        raise UserError(f"{path} has no adam.step; it is not a resumable training state")
+    try:
+        state = json.loads(metadata["state"])
+    except (KeyError, ValueError):
+        raise UserError(f"{path} has no readable loop state in its metadata") from None
+    return params, adam, config, state

@@ -1,0 +1,1 @@
+"""PyTorch implementation: nn.RNN / nn.GRU / nn.LSTM classifiers and their trainer."""
