@@ -110,8 +110,8 @@ def load_model(path, expect: Config | None = None) -> tuple[dict[str, np.ndarray
 def save_train_state(path, params, adam: dict[str, np.ndarray], config: Config, state: dict) -> None:
     """Weights, Adam's moments (`adam.exp_avg.<name>`, `adam.exp_avg_sq.<name>`, `adam.step`)
     and the loop's state (JSON: epoch, batch, metrics so far)."""
-    tensors = {f"model.{name}": np.ascontiguousarray(value) for name, value in params.items()}
-    tensors.update({name: np.ascontiguousarray(value) for name, value in adam.items()})
+    tensors = {f"model.{name}": np.require(value, requirements="C") for name, value in params.items()}
+    tensors.update({name: np.require(value, requirements="C") for name, value in adam.items()})  # keeps 0-d
     metadata = {"format": FORMAT, "config": json.dumps(config.to_dict(), sort_keys=True),
                 "state": json.dumps(state)}
     atomic_write_bytes(path, st_save(tensors, metadata=metadata))

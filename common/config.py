@@ -162,8 +162,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None, prog: str) -> tuple[dict, RunOptions]:
-    """Return the hyperparameter flags that were given (field -> value) and the run options."""
+def parse_args(argv: Sequence[str] | None, prog: str) -> tuple[dict, dict]:
+    """Return the flags that were given (field -> value): hyperparameters, run options."""
     args = vars(build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv)))
     given = {name: value for name, value in args.items() if value is not None}
     variant = given.pop("variant", None)
@@ -174,5 +174,5 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> tuple[dict, RunOptions]
                 raise UserError(f"--variant {variant} conflicts with --{name} {given[name]}; give one or the other")
             given[name] = value
     run_names = {f.name for f in dataclasses.fields(RunOptions)}
-    options = RunOptions(**{k: v for k, v in given.items() if k in run_names})
-    return {k: v for k, v in given.items() if k not in run_names}, options
+    return ({k: v for k, v in given.items() if k not in run_names},
+            {k: v for k, v in given.items() if k in run_names})

@@ -71,18 +71,31 @@ def evaluate(backend: Backend, dataset: data.Dataset, batch_size: int) -> tuple[
     return loss_sum / len(dataset), correct / len(dataset)
 
 
-def resolve_config(given: dict, options: RunOptions) -> Config:
-    """The run's Config: flags, else the checkpoint's model (with --init-from), else defaults."""
-    if options.resume:
-        if given:
-            raise UserError(f"--resume continues with the run's saved config; drop {', '.join(sorted(given))}")
-        return checkpoint.load_train_state(Path(options.resume) / "train_state.safetensors")[2]
+# What may change when a run resumes: nothing that changes its numbers.
+RESUME_OVERRIDES = {"resume", "device", "progress", "data_dir"}
+
+
+def resolve(given: dict, given_options: dict) -> tuple[Config, RunOptions]:
+    """The run's Config and options: flags, else the checkpoint's model (with --init-from),
+    else defaults; with --resume, the run's saved ones."""
+    if given_options.get("resume"):
+        run_dir = Path(given_options["resume"])
+        extra = sorted(set(given) | (set(given_options) - RESUME_OVERRIDES))
+        if extra:
+            raise UserError(f"--resume continues with the run's saved settings; drop {', '.join(extra)}")
+        config = checkpoint.load_train_state(run_dir / "train_state.safetensors")[2]
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())["options"]
+            return config, RunOptions(**{**saved, "out": str(run_dir), "init_from": None, **given_options})
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserError(f"{run_dir}/config.json is missing or unreadable ({error}); cannot resume") from None
+    options = RunOptions(**given_options)
     values = dict(given)
     if options.init_from:
         _, saved, _ = checkpoint.load_model(options.init_from)
         for name in (*MODEL_FIELDS, "normalize"):
             values.setdefault(name, getattr(saved, name))
-    return Config(**values)
+    return Config(**values), options
 
 
 def output_dir(framework: str, config: Config, options: RunOptions) -> Path:
@@ -120,8 +133,8 @@ def _summary(backend, config, options, state, train_set, test_set, test_loss, te
 
 def run(framework: str, make_backend: BackendFactory, argv: Sequence[str] | None = None) -> dict:
     """The CLI: parse flags, then train (or evaluate). Returns the summary."""
-    given, options = parse_args(argv, prog=f"python -m {framework}_impl.train")
-    return train(make_backend, resolve_config(given, options), options, framework)
+    config, options = resolve(*parse_args(argv, prog=f"python -m {framework}_impl.train"))
+    return train(make_backend, config, options, framework)
 
 
 def train(make_backend: BackendFactory, config: Config, options: RunOptions, framework: str,
