@@ -110,6 +110,16 @@ def output_dir(framework: str, config: Config, options: RunOptions) -> Path:
     return out
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def log(line: str) -> None:
     tqdm.write(line, file=sys.stdout)
     sys.stdout.flush()
@@ -124,7 +134,7 @@ def _summary(backend, config, options, state, train_set, test_set, test_loss, te
         "train_seconds": seconds, "samples_per_second": state["samples"] / seconds if seconds else None,
         "parameters": checkpoint.count_params(config), "device": backend.device,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **backend.versions()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "machine": {"platform": platform.platform(), "processor": cpu_name(),
                     "cpu_count": os.cpu_count()},
         "data_sha256": {**(train_set.sha256 if train_set else {}), **test_set.sha256},
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
