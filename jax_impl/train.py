@@ -1,0 +1,159 @@
+"""Train or evaluate the JAX/Flax models on MNIST.
+
+    python -m jax_impl.train --variant lstm-last --epochs 1
+    python -m jax_impl.train --init-from runs/X/model.safetensors --eval-only
+    python -m jax_impl.train --resume runs/X
+
+Flags, outputs and log lines are the same as `python -m torch_impl.train`; `--help` lists them.
+Steps compile once: the last partial batch is padded to the batch size and masked, so its
+gradients are the mean over its real rows, as in PyTorch.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from common import training
+from common.checkpoint import check_params
+from common.config import Config
+from common.errors import UserError, run_cli
+from jax_impl.model import forward, init_params
+
+
+def select_device(flag: str) -> jax.Device:
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:  # no GPU backend installed or no GPU present
+        gpus = []
+    if flag == "cuda" and not gpus:
+        raise UserError("--device cuda, but JAX sees no GPU (is jax[cuda] installed?); use --device cpu or auto")
+    return gpus[0] if gpus and flag != "cpu" else jax.devices("cpu")[0]
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam with PyTorch's defaults; the learning rate is state (set per step), not a constant."""
+    def adam(learning_rate):
+        optimizer = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+        return optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer) if config.grad_clip > 0 else optimizer
+    return optax.inject_hyperparams(adam)(learning_rate=config.lr)
+
+
+def masked_loss(params, config: Config, batch):
+    """Mean cross-entropy over the real rows (mask 1) and the number of correct ones."""
+    logits = forward(params, config, batch["images"])  # (B, T, F) -> (B, classes)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])  # (B,)
+    correct = jnp.sum((jnp.argmax(logits, axis=-1) == batch["labels"]) * batch["mask"])
+    return jnp.sum(losses * batch["mask"]) / jnp.sum(batch["mask"]), correct
+
+
+@partial(jax.jit, static_argnames="config")
+def train_step(params, opt_state, batch, config: Config):
+    """One Adam step on the masked mean cross-entropy. `batch`: images (B, T, F), labels (B,), mask (B,)."""
+    (loss, correct), grads = jax.value_and_grad(masked_loss, has_aux=True)(params, config, batch)
+    updates, opt_state = make_optimizer(config).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, {"loss": loss, "correct": correct}
+
+
+@partial(jax.jit, static_argnames="config")
+def eval_step(params, batch, config: Config):
+    """Summed cross-entropy and correct predictions over the real rows of one batch."""
+    logits = forward(params, config, batch["images"])
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    correct = jnp.sum((jnp.argmax(logits, axis=-1) == batch["labels"]) * batch["mask"])
+    return jnp.sum(losses * batch["mask"]), correct
+
+
+def padded_batch(images: np.ndarray, labels: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """Pad (n, T, F), (n,) with zero rows to `size` rows and mark the real ones: one compiled shape."""
+    n = len(labels)
+    if n == size:
+        return {"images": images, "labels": labels.astype(np.int32), "mask": np.ones(size, np.float32)}
+    padded = np.zeros((size, *images.shape[1:]), np.float32)
+    padded[:n] = images
+    padded_labels = np.zeros(size, np.int32)
+    padded_labels[:n] = labels
+    return {"images": padded, "labels": padded_labels, "mask": (np.arange(size) < n).astype(np.float32)}
+
+
+def _is_adam(node) -> bool:
+    return isinstance(node, optax.ScaleByAdamState)
+
+
+class JaxBackend:
+    framework = "jax"
+
+    def __init__(self, config: Config, device_flag: str = "auto"):
+        self.jax_device = select_device(device_flag)
+        self.device = "cpu (XLA)" if self.jax_device.platform == "cpu" else self.jax_device.device_kind
+        self.config = config
+        self.optimizer = make_optimizer(config)
+        self.params = jax.device_put(init_params(config, config.seed), self.jax_device)
+        # Committed to the device like everything the step returns: the same signature, one compilation.
+        self.opt_state = jax.device_put(self.optimizer.init(self.params), self.jax_device)
+        self.set_learning_rate(config.lr)
+        self.eval_size = 0  # evaluation batches are padded to the largest seen (the first, in practice)
+
+    def set_learning_rate(self, lr: float) -> None:
+        # A committed float32 array of fixed type: a new value, never a new compilation.
+        self.opt_state.hyperparams["learning_rate"] = jax.device_put(np.float32(lr), self.jax_device)
+
+    def train_step(self, images, labels, lr):
+        self.set_learning_rate(lr)
+        batch = jax.device_put(padded_batch(images, labels, self.config.batch_size), self.jax_device)
+        self.params, self.opt_state, metrics = train_step(self.params, self.opt_state, batch, self.config)
+        return float(metrics["loss"]), int(metrics["correct"])
+
+    def eval_batch(self, images, labels):
+        self.eval_size = max(self.eval_size, len(labels))
+        batch = jax.device_put(padded_batch(images, labels, self.eval_size), self.jax_device)
+        loss, correct = eval_step(self.params, batch, self.config)
+        return float(loss), int(correct)
+
+    def get_params(self):
+        return {name: np.array(value) for name, value in self.params.items()}
+
+    def set_params(self, params):
+        check_params(params, self.config, "weights")
+        self.params = {name: jax.device_put(np.asarray(params[name], np.float32), self.jax_device)
+                       for name in self.params}
+
+    def get_adam(self) -> dict[str, np.ndarray]:
+        """Adam's state under the checkpoint's names (PyTorch's: step, exp_avg, exp_avg_sq)."""
+        (state,) = [node for node in jax.tree.leaves(self.opt_state, is_leaf=_is_adam) if _is_adam(node)]
+        adam = {"adam.step": np.asarray(state.count, np.float32)}
+        for name in self.params:
+            adam[f"adam.exp_avg.{name}"] = np.array(state.mu[name])
+            adam[f"adam.exp_avg_sq.{name}"] = np.array(state.nu[name])
+        return adam
+
+    def set_adam(self, adam: dict[str, np.ndarray]) -> None:
+        put = partial(jax.device_put, device=self.jax_device)
+        count = put(np.int32(adam["adam.step"]))
+        state = optax.ScaleByAdamState(
+            count=count,
+            mu={name: put(np.asarray(adam[f"adam.exp_avg.{name}"], np.float32)) for name in self.params},
+            nu={name: put(np.asarray(adam[f"adam.exp_avg_sq.{name}"], np.float32)) for name in self.params})
+        opt_state = jax.tree.map(lambda node: state if _is_adam(node) else node, self.opt_state, is_leaf=_is_adam)
+        self.opt_state = opt_state._replace(count=count)  # inject_hyperparams' own step counter
+
+    def versions(self):
+        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+
+
+def train(config: Config, options=None, **datasets) -> dict:
+    """Importable entry point: train (or evaluate) and return the summary."""
+    return training.train(JaxBackend, config, options or training.RunOptions(), "jax", **datasets)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return training.run("jax", JaxBackend, argv)
+
+
+if __name__ == "__main__":
+    run_cli(main)
