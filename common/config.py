@@ -134,6 +134,10 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
+_METAVARS = {"data_dir": "DIR", "out": "DIR", "resume": "RUN_DIR", "init_from": "CKPT", "limit_train": "N",
+             "limit_test": "N", "seed": "N", "epochs": "N", "lr": "X", "grad_clip": "X"}
+
+
 def _value_type(field_: dataclasses.Field):
     default = field_.default
     if isinstance(default, bool):
@@ -144,9 +148,10 @@ def _value_type(field_: dataclasses.Field):
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="Train or evaluate a recurrent MNIST classifier.",
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--variant", help=f"one of {', '.join(VARIANTS)}; sets --cell and --head", default=None)
+    parser = _Parser(prog=prog, description="Train or evaluate a recurrent MNIST classifier.")
+    parser.add_argument("--variant", default=None,
+                        help=f"one of {', '.join(VARIANTS)} (or rnn-last, gru-last); sets --cell and --head "
+                             "(default: lstm-last)")
     for dataclass_ in (Config, RunOptions):
         for field_ in dataclasses.fields(dataclass_):
             flag = "--" + field_.name.replace("_", "-")
@@ -158,7 +163,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             elif kind is bool:
                 parser.add_argument(flag, action="store_true", default=None, help=field_.metadata["help"])
             else:
-                parser.add_argument(flag, type=kind, default=None, help=field_.metadata["help"])
+                parser.add_argument(flag, type=kind, default=None, metavar=_METAVARS.get(field_.name, kind.__name__.upper()),
+                                    help=f"{field_.metadata['help']} (default: {field_.default})")
     return parser
 
 
