@@ -162,6 +162,8 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
             runs.append(record)
             metrics[(framework, variant)] = [json.loads(line) for line in
                                              (run_dir / "metrics.jsonl").read_text().splitlines()]
+    order = list(VARIANTS) + sorted(set(variants) - set(VARIANTS))  # the tutorial's row order
+    runs.sort(key=lambda run: (order.index(run["variant"]), FRAMEWORKS.index(run["framework"])))
     markdown = table(runs, command)
     atomic_write_json(out / "results.json", {"command": command, "preset": preset, "runs": runs,
                                              "python": platform.python_version(),
