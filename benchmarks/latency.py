@@ -1,0 +1,188 @@
+"""Inference latency at batch 1 and 256: torch eager, onnxruntime fp32 and int8, JAX jit.
+
+    python -m benchmarks.latency                              # lstm-last, random weights
+    python -m benchmarks.latency --variant gru --rounds 9
+    python -m benchmarks.latency --checkpoint RUN/model.safetensors --json latency.json
+
+All contenders run in one process, in rotation (A B C D A B C D ...), each in blocks of about
+--block-seconds so that torch's, onnxruntime's and XLA's thread pools don't fight over the
+cores (see /work/shared/BENCHMARKING.md). Each block gives a median per call; the table shows
+the median over rounds. Latency does not depend on the weights, so without a checkpoint the
+model is randomly initialised. The JAX column needs `jax_impl.model.forward`; without it the
+column is skipped with a note. The load average is printed before and after: timings taken
+under load are not comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Hashable, Sequence
+
+import numpy as np
+
+from common.errors import UserError, run_cli
+
+BATCH_SIZES = (1, 256)
+
+
+def time_block(fn: Callable[[], object], seconds: float) -> float:
+    """Median seconds per call over a block of about `seconds` (at least 3 calls)."""
+    times = []
+    block_start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - block_start < seconds:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_rotated(contenders: dict[Hashable, Callable[[], object]], rounds: int,
+                    block_seconds: float) -> dict[Hashable, float]:
+    """Median over `rounds` of each contender's block median; one warm-up call each first."""
+    for fn in contenders.values():
+        fn()
+    blocks = {key: [] for key in contenders}
+    for _ in range(rounds):
+        for key, fn in contenders.items():
+            blocks[key].append(time_block(fn, block_seconds))
+    return {key: statistics.median(values) for key, values in blocks.items()}
+
+
+def jax_contender(params: dict, config, inputs: dict[int, np.ndarray]):
+    """(batch -> call, compile seconds) for jax_impl.model.forward, or (None, why not)."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        from jax_impl.model import forward
+    except Exception as error:  # ImportError, or a half-written module
+        return None, f"JAX skipped: cannot import jax_impl.model.forward ({type(error).__name__}: {error})"
+    try:
+        jax_params = {name: jnp.asarray(value) for name, value in params.items()}
+        jitted = jax.jit(lambda p, x: forward(p, config, x))
+        calls, compile_seconds = {}, {}
+        for n, images in inputs.items():
+            x = jnp.asarray(images)
+            start = time.perf_counter()
+            compiled = jitted.lower(jax_params, x).compile()
+            compile_seconds[n] = time.perf_counter() - start
+            # Async dispatch: block on the result, or we time only the launch.
+            calls[n] = lambda c=compiled, x=x: c(jax_params, x).block_until_ready()
+        return calls, compile_seconds
+    except Exception as error:
+        return None, f"JAX skipped: forward failed ({type(error).__name__}: {str(error).splitlines()[0]})"
+
+
+def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *, rounds: int = 7,
+              block_seconds: float = 0.5, log: Callable[[str], None] = print) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from common import checkpoint, data
+    from common.config import Config, parse_variant
+    from export.onnx import export_checkpoint
+    from export.quantize import quantize_int8
+    from export.verify import session
+    from torch_impl.model import RecurrentClassifier, get_params
+
+    load_before = os.getloadavg()
+    if checkpoint_path:
+        params, config, _ = checkpoint.load_model(checkpoint_path)
+    else:
+        cell, head = parse_variant(variant)
+        config = Config(cell=cell, head=head)
+        torch.manual_seed(config.seed)
+        params = get_params(RecurrentClassifier(config))
+    model = RecurrentClassifier(config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="latency.") as workdir:
+        ckpt, fp32, int8 = (Path(workdir) / name for name in ("model.safetensors", "model.onnx", "model.int8.onnx"))
+        checkpoint.save_model(ckpt, params, config)
+        exported = export_checkpoint(ckpt, fp32, verify_limit=0, log=lambda line: None)
+        quantize_int8(fp32, int8)
+        sessions = {"onnxruntime fp32": session(fp32), "onnxruntime int8": session(int8)}
+
+    try:  # real digits when present; the time does not depend on them
+        images = data.load_split("test", limit=max(BATCH_SIZES), normalize=config.normalize).images
+    except UserError:
+        images = np.random.default_rng(0).random((max(BATCH_SIZES), config.seq_len, config.input_size),
+                                                 dtype=np.float32)
+    inputs = {n: np.ascontiguousarray(images[:n]) for n in BATCH_SIZES}
+    torch_inputs = {n: torch.from_numpy(x) for n, x in inputs.items()}
+
+    def torch_call(x):
+        with torch.inference_mode():
+            return model(x)
+
+    contenders = {("torch eager", n): (lambda x=torch_inputs[n]: torch_call(x)) for n in BATCH_SIZES}
+    for name, sess in sessions.items():
+        contenders.update({(name, n): (lambda s=sess, x=inputs[n]: s.run(None, {"input": x})) for n in BATCH_SIZES})
+    notes = []
+    jax_calls, jax_info = jax_contender(params, config, inputs)
+    if jax_calls is None:
+        notes.append(jax_info)
+    else:
+        contenders.update({("jax jit", n): call for n, call in jax_calls.items()})
+        notes.append("JAX compile: " + ", ".join(f"batch {n} {s:.2f} s" for n, s in jax_info.items()))
+
+    medians = measure_rotated(contenders, rounds, block_seconds)
+    names = list(dict.fromkeys(name for name, _ in contenders))
+    results = {name: {n: 1e3 * medians[(name, n)] for n in BATCH_SIZES} for name in names}
+    fastest = {n: min(names, key=lambda name: results[name][n]) for n in BATCH_SIZES}
+    threads = (f"torch {torch.get_num_threads()} threads; onnxruntime default intra-op threads; "
+               f"{os.cpu_count()} CPUs; torch {torch.__version__}, onnxruntime {ort.__version__}")
+    report = {"variant": config.variant, "checkpoint": checkpoint_path, "latency_ms": results, "fastest": fastest,
+              "rounds": rounds, "block_seconds": block_seconds, "load_before": load_before,
+              "load_after": os.getloadavg(), "threads": threads, "notes": notes,
+              "onnx_ops": exported["onnx_ops"]}
+
+    log(f"{config.variant} (hidden {config.hidden_size}, {config.num_layers} layers), "
+        f"median of {rounds} rounds x {block_seconds} s blocks, in rotation; {threads}")
+    log(f"load average before {load_before[0]:.2f}, after {report['load_after'][0]:.2f} (1 min)")
+    base = results["onnxruntime fp32"]
+    log(f"{'':18}{'batch 1 (ms)':>14}{'batch 256 (ms)':>16}{'samples/s @256':>16}{'vs ort fp32 (1/256)':>22}")
+    for name in names:
+        row = results[name]
+        log(f"{name:18}{row[1]:14.3f}{row[256]:16.3f}{256e3 / row[256]:16.0f}"
+            f"{row[1] / base[1]:13.2f}x /{row[256] / base[256]:5.2f}x")
+    for note in notes:
+        log(note)
+    ort_wins = all(fastest[n].startswith("onnxruntime") for n in BATCH_SIZES)
+    others = [name for name in names if not name.startswith("onnxruntime")]
+    fp32_wins = {n: all(base[n] < results[name][n] for name in others) for n in BATCH_SIZES}
+    report.update(goal_met=ort_wins, fp32_beats_frameworks=fp32_wins)
+    log(f"fastest: batch 1 {fastest[1]}, batch 256 {fastest[256]}; goal (onnxruntime fastest at both sizes) "
+        f"{'met' if ort_wins else 'NOT met'}; onnxruntime fp32 alone beats "
+        f"{' and '.join(others)} at batch 1: {'yes' if fp32_wins[1] else 'no'}, at 256: {'yes' if fp32_wins[256] else 'no'}")
+    return report
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage text
+        raise UserError(f"{message} (see --help)")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = _Parser(prog="python -m benchmarks.latency", description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="lstm-last", help="model shape when no --checkpoint is given")
+    parser.add_argument("--checkpoint", help="time this model.safetensors (its config decides the shape)")
+    parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
+    parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
+    parser.add_argument("--json", help="also write the numbers here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or not args.block_seconds > 0:
+        raise UserError("--rounds must be at least 1 and --block-seconds positive")
+    report = benchmark(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
+    if args.json:
+        from common.atomic import atomic_write_json
+        atomic_write_json(args.json, report)
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)
