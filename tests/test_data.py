@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common import data
 from common.errors import UserError
@@ -143,3 +145,20 @@ def test_real_mnist_equals_torchvision(mnist_dir, tmp_path):
         ours = data.load_split(split, mnist_dir)
         np.testing.assert_array_equal(ours.images, reference.data.numpy().astype(np.float32) / 255.0)
         np.testing.assert_array_equal(ours.labels, reference.targets.numpy())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from([data.IMAGE_MAGIC, data.LABEL_MAGIC]),
+       st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=6), st.booleans())
+def test_fuzzed_idx_bytes_fail_only_with_our_error(blob, magic, flips, valid_start):
+    if valid_start:  # a valid file, then mutated: flipped bytes and a random cut
+        shape = (3, 28, 28) if magic == data.IMAGE_MAGIC else (3,)
+        good = bytearray(idx_bytes(np.arange(np.prod(shape)).reshape(shape) % 10))
+        for position, value in flips:
+            good[position % len(good)] = value
+        blob = bytes(good[: len(blob) % (len(good) + 1)])
+    try:
+        array = data.parse_idx(blob, magic)
+    except UserError:
+        return
+    assert array.dtype == np.uint8 and array.ndim == (3 if magic == data.IMAGE_MAGIC else 1)
