@@ -1,0 +1,54 @@
+"""Forward parity: with torch's weights copied to JAX, every step's output, the final h (and c) of
+every layer and the logits agree within FORWARD_ATOL, for every cell x head at odd sizes.
+
+    python -m pytest -q parity/test_forward.py
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parity.convert import torch_to_jax
+from parity.measure import COMBO_IDS, COMBOS, config_for, forward_diffs, random_batch, torch_model
+from parity.tolerances import FORWARD_ATOL
+
+# (hidden_size, num_layers, seq_len, batch, input_size). Every value of hidden {1, 3, 17}, layers
+# {1, 2, 3}, seq_len {1, 5, 28} and batch {1, 33} appears at least twice, in different company;
+# crossing them all would be 54 shapes x 6 variants of mostly XLA compilation time.
+SIZES = [
+    (1, 1, 1, 1, 1),
+    (3, 2, 5, 33, 3),
+    (17, 3, 28, 1, 28),
+    (8, 2, 28, 33, 28),  # MNIST's shape
+    (17, 1, 5, 33, 2),
+    (1, 3, 28, 2, 5),
+    (3, 1, 1, 33, 28),
+    (17, 2, 1, 1, 7),
+]
+SIZE_IDS = [f"H{h}-L{layers}-T{t}-B{b}-F{f}" for h, layers, t, b, f in SIZES]
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("cell,head", COMBOS, ids=COMBO_IDS)
+def test_forward_matches(cell, head, sizes):
+    hidden_size, num_layers, seq_len, batch, input_size = sizes
+    config = config_for(cell, head, hidden_size, num_layers, seq_len, input_size)
+    model = torch_model(config, seed=seq_len)
+    images, _ = random_batch(config, batch, seed=batch)
+    diffs = forward_diffs(model, config, images)
+    assert set(diffs) == ({"out", "h_n", "c_n", "logits"} if cell == "lstm" else {"out", "h_n", "logits"})
+    assert max(diffs.values()) <= FORWARD_ATOL, f"max abs differences {diffs} exceed FORWARD_ATOL {FORWARD_ATOL:.0e}"
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_tolerance_catches_a_small_weight_change(cell):
+    """The check is not vacuous: 1e-3 added to the first layer's recurrent bias (far less than any
+    equation bug changes) moves the outputs well past FORWARD_ATOL."""
+    config = config_for(cell, "last", hidden_size=8, num_layers=2, seq_len=5, input_size=3)
+    model = torch_model(config)
+    images, _ = random_batch(config, 4)
+    params = torch_to_jax(model.state_dict(), config)
+    params["rnn.bias_hh_l0"] = params["rnn.bias_hh_l0"] + 1e-3
+    diffs = forward_diffs(model, config, images, jax_params=params)
+    assert min(diffs.values()) > 10 * FORWARD_ATOL, diffs
+    assert np.isfinite(list(diffs.values())).all()
