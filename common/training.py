@@ -17,7 +17,9 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -110,6 +112,26 @@ def output_dir(framework: str, config: Config, options: RunOptions) -> Path:
     return out
 
 
+class DeferredInterrupt:
+    """Ctrl-C (SIGINT) sets a flag that the loop checks between steps, so the saved state is
+    never caught halfway through a step (weights updated, counters not): resume stays exact."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            self.previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -187,9 +209,11 @@ def train(make_backend: BackendFactory, config: Config, options: RunOptions, fra
                                     config, state)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["metrics"]))
 
+    interrupt = DeferredInterrupt()
     steps_per_epoch = data.num_batches(len(train_set), config.batch_size, config.drop_last)
     total_steps = steps_per_epoch * config.epochs
     test_loss = test_acc = None
+    interrupt.install()
     try:
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
@@ -225,6 +249,8 @@ def train(make_backend: BackendFactory, config: Config, options: RunOptions, fra
                     interval_start = time.perf_counter()
                 if state["step"] % options.checkpoint_every == 0:
                     save_state()
+                if interrupt.requested:
+                    raise KeyboardInterrupt
             bar.close()
             loss_sum, hits, seen = state["running"]
             test_loss, test_acc = evaluate(backend, test_set, options.eval_batch_size)
@@ -242,6 +268,8 @@ def train(make_backend: BackendFactory, config: Config, options: RunOptions, fra
         print(f"\ninterrupted; state saved. Resume with: python -m {framework}_impl.train --resume {out}",
               file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        interrupt.restore()
     if test_acc is None:  # resumed a finished run: nothing left to train
         test_loss, test_acc = evaluate(backend, test_set, options.eval_batch_size)
     summary = _summary(backend, config, options, state, train_set, test_set, test_loss, test_acc)
