@@ -18,9 +18,8 @@ import onnx
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
 from benchmarks.latency import measure_rotated
-from common import data
 from common.errors import UserError
-from export.verify import run_onnx, session
+from export.verify import optional_test_set, run_onnx, session
 
 LATENCY_BATCHES = (1, 256)
 
@@ -69,13 +68,7 @@ def compare(fp32_path: Path, int8_path: Path, *, normalize: bool, data_dir=None,
         "latency_ms": {kind: {n: latency[(kind, n)] for n in LATENCY_BATCHES} for kind in sessions},
         "test_accuracy": None, "test_images": 0, "agreement": None,
     }
-    try:
-        test = data.load_split("test", data_dir, normalize=normalize)
-    except UserError as error:
-        if data_dir is not None:
-            raise
-        test = None
-        log(f"note: {error}; int8 accuracy not measured")
+    test = optional_test_set(data_dir, normalize, log, "int8 accuracy not measured")
     if test is not None and limit != 0:
         images, labels = test.images[:limit], test.labels[:limit]
         preds = {kind: run_onnx(sess, images).argmax(1) for kind, sess in sessions.items()}

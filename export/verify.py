@@ -76,6 +76,18 @@ def _max_diff(sess, model, images: np.ndarray) -> float:
     return float(np.abs(run_onnx(sess, images) - run_torch(model, images)).max())
 
 
+def optional_test_set(data_dir, normalize: bool, log: Callable[[str], None], without: str) -> data.Dataset | None:
+    """The MNIST test set; None (with a note saying what is skipped) when no folder was named and
+    the default one is missing. A folder the user named must be readable."""
+    try:
+        return data.load_split("test", data_dir, normalize=normalize)
+    except UserError as error:
+        if data_dir is not None:
+            raise
+        log(f"note: {error}; {without}")
+        return None
+
+
 def verify(onnx_path: str | Path, model: torch.nn.Module, *, normalize: bool | None = None,
            data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
            log: Callable[[str], None] = print) -> dict:
@@ -102,13 +114,7 @@ def verify(onnx_path: str | Path, model: torch.nn.Module, *, normalize: bool | N
     diffs = {f"random_b{n}": _max_diff(sess, model, random_images[:n]) for n in BATCH_SIZES}
     report = {"tolerance": LOGIT_ATOL, "max_abs_diff": diffs, "test_images": 0, "mismatches": 0, "ties": 0,
               "onnx_test_accuracy": None, "torch_test_accuracy": None}
-    try:
-        test = data.load_split("test", data_dir, normalize=normalize)
-    except UserError as error:
-        if data_dir is not None:
-            raise
-        test = None
-        log(f"note: {error}; verified on random inputs only")
+    test = optional_test_set(data_dir, normalize, log, "verified on random inputs only")
     if test is not None:
         diffs.update({f"mnist_b{n}": _max_diff(sess, model, test.images[:n]) for n in BATCH_SIZES})
     count = min(len(test), limit if limit is not None else len(test)) if test is not None else 0
