@@ -110,9 +110,8 @@ def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: P
 
 def table(runs: list[dict], command: str) -> str:
     first = runs[0]
-    versions = ", ".join(f"{k} {v}" for run in runs for k, v in run["versions"].items()
-                         if k in ("torch", "jax", "flax", "optax"))
-    versions = ", ".join(dict.fromkeys(versions.split(", ")))
+    versions = ", ".join(dict.fromkeys(f"{k} {v}" for run in runs for k, v in run["versions"].items()
+                                       if k in ("torch", "jax", "flax", "optax")))
     by_key = {(run["framework"], run["variant"]): run for run in runs}
     frameworks = [f for f in FRAMEWORKS if any(run["framework"] == f for run in runs)]
     head = ["variant", "tutorial"] + [f"{f} {col}" for f in frameworks for col in ("acc", "onnx acc", "time", "samples/s")]

@@ -8,31 +8,44 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # reading the umask means setting it; put it back at once
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_replace(path: str | os.PathLike, write: Callable[[Path], T]) -> T:
+    """Call `write(tmp)` on a temp file beside `path`, then fsync it and rename it to `path`.
+
+    `write` may also check what it wrote and raise: then the temp file goes and `path` keeps
+    what it held. Returns what `write` returned.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
+        result = write(tmp)
+        with open(tmp, "rb") as file:
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+    return result
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_replace(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -19,7 +19,6 @@ import argparse
 import collections
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import onnxscript
 import torch
 
 from common import checkpoint
+from common.atomic import atomic_replace
 from common.config import Config
 from common.errors import UserError, run_cli
 from export import metadata
@@ -90,34 +90,13 @@ def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
 
 
 def write_verified(proto: onnx.ModelProto, path: Path, check: Callable[[Path], dict]) -> dict:
-    """Save `proto` to a temp file beside `path`, run `check` on it, and only if it passes rename
-    it to `path` (durably). On any failure the temp file goes and `path` keeps what it held."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    """Save `proto` beside `path`, run `check` on that file, and only if it passes move it to
+    `path` (atomically). On any failure `path` keeps what it held."""
+    def save_and_check(tmp: Path) -> dict:
         onnx.save_model(proto, str(tmp))
-        report = check(tmp)
-        with open(tmp, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return report
+        return check(tmp)
 
-
-def temp_path(path: Path) -> Path:
-    """An empty file beside `path`, with the permissions a plain new file would get."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp makes it 0600; a model to deploy should be readable
-    return Path(name)
+    return atomic_replace(path, save_and_check)
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
