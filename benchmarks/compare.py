@@ -5,7 +5,10 @@
     python -m benchmarks.compare --variants lstm-last --frameworks torch --epochs 1
 
 Each (variant, framework) pair trains on full MNIST from the common loader with the same seed
-into OUT/runs/<preset>-<framework>-<variant>/. A finished pair is not trained again (use
+into OUT/runs/<preset>-<framework>-<variant>/. Both frameworks start from the same weights:
+torch's initialisation with the run's seed (what `torch_impl.train --seed N` starts from), saved
+once as OUT/runs/<preset>-init-<variant>.safetensors; --independent-init gives each framework
+its own initialiser instead (same distributions, different random numbers). A finished pair is not trained again (use
 --rerun); an interrupted one resumes from its last checkpoint. Every torch- and JAX-trained
 model is exported through the torch model to ONNX and its onnxruntime test accuracy checked
 against the source model's. Writes OUT/results.json, OUT/results.md and OUT/curves.png;
@@ -17,14 +20,22 @@ import argparse
 import datetime
 import io
 import json
+import os
 import platform
+import queue
 import re
+import shlex
+import shutil
+import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from common import checkpoint
 from common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from common.config import VARIANTS, Config, RunOptions, parse_variant
+from common.config import VARIANTS, Config, config_argv, parse_variant
 from common.errors import UserError, run_cli
 
 FRAMEWORKS = ("torch", "jax")
@@ -32,33 +43,86 @@ REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840} 
 # Tuned: pixel normalisation, cosine decay and gradient clipping over 5 epochs (see README).
 PRESETS = {
     "default": {},
-    "tuned": {"epochs": 5, "normalize": True, "schedule": "cosine", "grad_clip": 1.0, "lr": 0.002},
+    "tuned": {"epochs": 5, "normalize": True, "schedule": "cosine", "grad_clip": 1.0, "lr": 0.001},
 }
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+README_MARKERS = "<!-- results:{preset}:start -->", "<!-- results:{preset}:end -->"  # one block per preset
 
 
-def trainer(framework: str):
-    if framework == "torch":
-        from torch_impl.train import train
-    else:
-        from jax_impl.train import train
-    return train
+def initial_weights(config: Config, path: Path) -> Path:
+    """Torch's initial weights for `config` (seeded by config.seed), written once to `path`."""
+    if not path.exists():
+        from torch_impl.train import TorchBackend
+
+        params = TorchBackend(config, "cpu").get_params()
+        checkpoint.save_model(path, params, config, framework="torch (initial weights)")
+    return path
 
 
-def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: bool, progress: bool) -> dict:
-    """Train one pair (or reuse/resume it); returns its summary."""
+def available_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def core_groups(jobs: int) -> list[list[int]]:
+    """Split this process's cores into `jobs` disjoint groups, one per concurrent pair."""
+    cores = available_cores()
+    size = max(1, len(cores) // jobs)
+    return [cores[k * size:(k + 1) * size] or cores for k in range(jobs)]
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that holds torch (OpenMP/MKL) and XLA's CPU client to `threads` threads."""
+    xla = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip()}
+
+
+def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: bool, cores: list[int],
+             init_from: Path | None = None) -> dict:
+    """Train one pair in its own process on `cores` (or reuse/resume it), from `init_from`'s weights if given.
+
+    The pair runs the trainer's CLI, `python -m <framework>_impl.train`, so what compare does is
+    what a user can rerun by hand: the command is in the pair's train.log and results.json.
+    Returns the trainer's summary.
+    """
+    label = f"{framework} {config.variant}"
     summary_path = run_dir / "summary.json"
     if summary_path.exists() and not rerun:
-        print(f"== {framework} {config.variant}: done earlier, reusing {run_dir}")
-        return json.loads(summary_path.read_text())
-    if rerun and run_dir.exists():
-        for path in run_dir.iterdir():
-            path.unlink()
-    resume = (run_dir / "train_state.safetensors").exists()
-    print(f"== {framework} {config.variant}: {'resuming' if resume else 'training'} in {run_dir}")
-    options = RunOptions(data_dir=data_dir, out=str(run_dir), progress=progress,
-                         resume=str(run_dir) if resume else None)
-    return trainer(framework)(config, options)
+        print(f"== {label}: done earlier, reusing {run_dir}", flush=True)
+        how = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
+        return {**json.loads(summary_path.read_text()), **how, "reused": True}
+    resume = (run_dir / "train_state.safetensors").exists() and not rerun
+    if run_dir.exists() and not resume:  # nothing to resume: start afresh
+        shutil.rmtree(run_dir)
+    if resume:
+        argv = ["--resume", str(run_dir)]
+    else:
+        argv = config_argv(config) + ["--out", str(run_dir)] + (["--init-from", str(init_from)] if init_from else [])
+        argv += ["--data-dir", str(data_dir)] if data_dir else []
+    command = [sys.executable, "-m", f"{framework}_impl.train", *argv, "--no-progress"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"== {label}: {'resuming' if resume else 'training'} in {run_dir} on core(s) {cores}", flush=True)
+    started = time.perf_counter()
+    with open(run_dir / "train.log", "a") as log:
+        log.write("$ " + shlex.join(command) + "\n")
+        log.flush()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **thread_env(len(cores))})
+        if hasattr(os, "sched_setaffinity"):  # before the child has imported torch or jax and made its threads
+            os.sched_setaffinity(process.pid, cores)
+        last = ""
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            last = line.strip() or last
+            print(f"[{label}] {line}", end="", flush=True)
+        process.wait()
+    if process.returncode != 0:
+        raise UserError(f"{label} failed (exit {process.returncode}): {last} — full log in {run_dir / 'train.log'}; "
+                        "run the same command again to resume")
+    summary = json.loads(summary_path.read_text())
+    how = {"command": shlex.join(command), "cores": cores, "wall_seconds": time.perf_counter() - started}
+    atomic_write_json(run_dir / "compare.json", how)  # how this pair ran, for the report when it is reused
+    return {**summary, **how, "reused": False, "resumed": resume}
 
 
 def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
@@ -108,16 +172,19 @@ def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: P
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def table(runs: list[dict], command: str) -> str:
+def table(runs: list[dict], command: str, wall_seconds: float | None) -> str:
     first = runs[0]
     versions = ", ".join(dict.fromkeys(f"{k} {v}" for run in runs for k, v in run["versions"].items()
                                        if k in ("torch", "jax", "flax", "optax")))
     by_key = {(run["framework"], run["variant"]): run for run in runs}
     frameworks = [f for f in FRAMEWORKS if any(run["framework"] == f for run in runs)]
     head = ["variant", "tutorial"] + [f"{f} {col}" for f in frameworks for col in ("acc", "onnx acc", "time", "samples/s")]
+    head += ["torch - jax"] if len(frameworks) == 2 else []
     head.append("parameters")
+    wall = f", {wall_seconds / 60:.0f} min in all" if wall_seconds else ""
     lines = [f"`{command}` — {first['machine']['processor']}, {first['machine']['cpu_count']} cores, "
-             f"{first['device']}; {versions}, python {first['versions']['python']}; {first['date'][:10]}", "",
+             f"pairs in parallel, each on {len(first.get('cores') or [])} core(s){wall}; {versions}, "
+             f"python {first['versions']['python']}; {first['date'][:10]}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant in dict.fromkeys(run["variant"] for run in runs):
         cells = [variant, f"{100 * REFERENCE[variant]:.2f}%" if variant in REFERENCE else "—"]
@@ -129,42 +196,76 @@ def table(runs: list[dict], command: str) -> str:
             onnx_acc = run.get("onnx_test_accuracy")
             cells += [f"{100 * run['test_accuracy']:.2f}%", "—" if onnx_acc is None else f"{100 * onnx_acc:.2f}%",
                       f"{run['train_seconds'] / 60:.1f} min", f"{run['samples_per_second']:.0f}"]
+        if len(frameworks) == 2:
+            pair = [by_key.get((framework, variant)) for framework in frameworks]
+            cells.append("—" if None in pair else f"{100 * (pair[0]['test_accuracy'] - pair[1]['test_accuracy']):+.2f}")
         cells.append(f"{next(r for r in runs if r['variant'] == variant)['parameters']:,}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, markdown: str) -> None:
+def update_readme(readme: Path, markdown: str, preset: str) -> None:
+    """Put `markdown` between the preset's markers in `readme`, replacing what was there."""
+    start, end = (marker.format(preset=preset) for marker in README_MARKERS)
     text = readme.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise UserError(f"{readme} has no {README_START} ... {README_END} markers to put the table between")
-    atomic_write_text(readme, pattern.sub(lambda _: f"{README_START}\n{markdown}{README_END}", text))
+        raise UserError(f"{readme} has no {start} ... {end} markers to put the table between")
+    atomic_write_text(readme, pattern.sub(lambda _: f"{start}\n{markdown}{end}", text))
 
 
 def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, preset: str = "default",
             overrides: dict | None = None, data_dir=None, rerun: bool = False, onnx: bool = True,
-            progress: bool = True, command: str = "python -m benchmarks.compare") -> list[dict]:
-    runs, metrics = [], {}
+            shared_init: bool = True, jobs: int | None = None,
+            command: str = "python -m benchmarks.compare") -> list[dict]:
+    """Train every (variant, framework) pair, `jobs` at a time, then check ONNX and write the report."""
+    pairs = []  # (framework, variant, config, run_dir, init_from)
     for variant in variants:
         cell, head = parse_variant(variant)
         config = Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
-        for framework in frameworks:
-            run_dir = out / "runs" / f"{preset}-{framework}-{variant}"
-            summary = run_pair(framework, config, run_dir, data_dir=data_dir, rerun=rerun, progress=progress)
-            record = {key: summary[key] for key in ("framework", "variant", "test_accuracy", "train_accuracy",
-                                                    "train_seconds", "samples_per_second", "parameters", "epochs",
-                                                    "seed", "config", "device", "versions", "machine", "date")}
-            record.update(preset=preset, reference_accuracy=REFERENCE.get(variant), run_dir=str(run_dir))
-            if onnx:
-                record.update(check_onnx(run_dir, summary, data_dir))
-            runs.append(record)
-            metrics[(framework, variant)] = [json.loads(line) for line in
-                                             (run_dir / "metrics.jsonl").read_text().splitlines()]
+        init_path = out / "runs" / f"{preset}-init-{variant}.safetensors"
+        if rerun and init_path.exists():
+            init_path.unlink()
+        init_from = initial_weights(config, init_path) if shared_init else None
+        pairs += [(framework, variant, config, out / "runs" / f"{preset}-{framework}-{variant}", init_from)
+                  for framework in frameworks]
+    groups = core_groups(min(jobs or len(available_cores()), len(pairs)))  # default: one pair per core
+    free = queue.SimpleQueue()  # each running pair holds one group of cores: they never share one
+    for group in groups:
+        free.put(group)
+
+    def train(pair):
+        framework, _, config, run_dir, init_from = pair
+        cores = free.get()
+        try:
+            return run_pair(framework, config, run_dir, data_dir=data_dir, rerun=rerun, cores=cores,
+                            init_from=init_from)
+        finally:
+            free.put(cores)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        summaries = list(pool.map(train, pairs))
+    fresh = all(not (summary["reused"] or summary["resumed"]) for summary in summaries)
+    wall_seconds = time.perf_counter() - started if fresh else None  # end to end only if all ran here
+    runs, metrics = [], {}
+    for (framework, variant, config, run_dir, init_from), summary in zip(pairs, summaries):
+        record = {key: summary[key] for key in ("framework", "variant", "test_accuracy", "train_accuracy",
+                                                "train_seconds", "samples_per_second", "parameters", "epochs",
+                                                "seed", "config", "device", "versions", "machine", "date")}
+        record.update(preset=preset, reference_accuracy=REFERENCE.get(variant), run_dir=str(run_dir),
+                      reused=summary["reused"], command=summary.get("command"), cores=summary.get("cores"),
+                      wall_seconds=summary.get("wall_seconds"),
+                      initial_weights=str(init_from) if init_from else f"{framework}'s own, seed {config.seed}")
+        if onnx:
+            record.update(check_onnx(run_dir, summary, data_dir))
+        runs.append(record)
+        metrics[(framework, variant)] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     order = list(VARIANTS) + sorted(set(variants) - set(VARIANTS))  # the tutorial's row order
     runs.sort(key=lambda run: (order.index(run["variant"]), FRAMEWORKS.index(run["framework"])))
-    markdown = table(runs, command)
-    atomic_write_json(out / "results.json", {"command": command, "preset": preset, "runs": runs,
+    markdown = table(runs, command, wall_seconds)
+    atomic_write_json(out / "results.json", {"command": command, "preset": preset, "jobs": len(groups), "runs": runs,
+                                             "training_wall_seconds": wall_seconds,
                                              "python": platform.python_version(),
                                              "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
     atomic_write_text(out / "results.md", markdown)
@@ -186,20 +287,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DIR or data/mnist)")
     parser.add_argument("--rerun", action="store_true", help="train finished pairs again")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX export check")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="pairs trained at once, each in its own process with cores/jobs threads "
+                             "(default: one per core)")
+    parser.add_argument("--independent-init", dest="shared_init", action="store_false",
+                        help="each framework draws its own initial weights (default: both start from torch's)")
     parser.add_argument("--update-readme", action="store_true", help="copy the table into README.md")
     args = parser.parse_args(argv)
     for variant in args.variants:
         parse_variant(variant)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     overrides = {k: v for k, v in (("epochs", args.epochs), ("hidden_size", args.hidden_size),
                                    ("limit_train", args.limit_train), ("limit_test", args.limit_test))
                  if v is not None}
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     runs = compare(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
-                   data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx, progress=args.progress,
-                   command=command.strip())
+                   data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx,
+                   jobs=args.jobs, shared_init=args.shared_init, command=command.strip())
     if args.update_readme:
-        update_readme(Path("README.md"), (args.out / "results.md").read_text())
+        update_readme(Path("README.md"), (args.out / "results.md").read_text(), args.preset)
     return runs
 
 

@@ -168,6 +168,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def config_argv(config: Config) -> list[str]:
+    """The flags that make a trainer run `config` exactly: the inverse of `parse_args`."""
+    argv = []
+    for field_ in dataclasses.fields(Config):
+        value, flag = getattr(config, field_.name), "--" + field_.name.replace("_", "-")
+        if isinstance(field_.default, bool):
+            argv += [flag] if value else []  # every bool field defaults to off
+        elif value is not None:
+            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
 def parse_args(argv: Sequence[str] | None, prog: str) -> tuple[dict, dict]:
     """Return the flags that were given (field -> value): hyperparameters, run options."""
     args = vars(build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv)))

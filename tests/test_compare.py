@@ -1,21 +1,29 @@
-"""The comparison report on tiny idx data: every file written, ONNX checked, resumable, README update."""
+"""The comparison report on tiny idx data: every file written, ONNX checked, shared initial weights,
+resumable, failures reported in one line, README update."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import compare
+from common import checkpoint
+from common.config import Config
 from common.errors import UserError
+from parity.tolerances import TRAIN_PARAMS_ATOL_FIRST, TRAIN_PARAMS_GROWTH
 from tests.conftest import write_idx_dir
+from torch_impl.train import TorchBackend
+
+N_TRAIN = 96  # batch 64: two steps, the second a partial batch
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    idx = write_idx_dir(root / "idx", n_train=96, n_test=40)
+    idx = write_idx_dir(root / "idx", n_train=N_TRAIN, n_test=40)
     argv = ["--variants", "rnn", "lstm-last", "--epochs", "1", "--hidden-size", "4", "--data-dir", str(idx),
-            "--out", str(root / "results"), "--no-progress"]
+            "--out", str(root / "results")]
     runs = compare.main(argv)
     return root, argv, runs
 
@@ -31,7 +39,30 @@ def test_writes_results_for_every_pair(report):
         assert run["reference_accuracy"] == compare.REFERENCE[run["variant"]]
     table = (root / "results" / "results.md").read_text()
     assert "| rnn | 97.28% |" in table and "| lstm-last | 98.40% |" in table
+    assert "| torch - jax |" in table and "min in all" in table  # every pair trained in this invocation
+    gap = 100 * (results["runs"][0]["test_accuracy"] - results["runs"][1]["test_accuracy"])
+    assert f"| {gap:+.2f} |" in table.splitlines()[4]
     assert (root / "results" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_both_frameworks_start_from_torchs_initial_weights(report):
+    root, _, runs = report
+    for variant in ("rnn", "lstm-last"):
+        init_path = root / "results" / "runs" / f"default-init-{variant}.safetensors"
+        init, config, _ = checkpoint.load_model(init_path)
+        assert config == Config(**{**compare.PRESETS["default"], "cell": config.cell, "head": config.head,
+                                   "epochs": 1, "hidden_size": 4})
+        expected = TorchBackend(config, "cpu").get_params()  # what `torch_impl.train --seed 0` starts from
+        assert all(np.array_equal(init[name], expected[name]) for name in expected)
+        # Same start, same two batches: the frameworks end within the parity suite's Adam-step tolerance
+        # (independent initial weights differ by ~1/sqrt(hidden) = 0.5).
+        final = {framework: checkpoint.load_model(root / "results" / "runs" / f"default-{framework}-{variant}"
+                                                  / "model.safetensors")[0] for framework in compare.FRAMEWORKS}
+        gap = max(float(np.max(np.abs(final["torch"][name] - final["jax"][name]))) for name in expected)
+        assert gap < TRAIN_PARAMS_ATOL_FIRST + TRAIN_PARAMS_GROWTH, (variant, gap)
+    for run in runs:
+        assert run["initial_weights"].endswith(f"default-init-{run['variant']}.safetensors")
+        assert "--init-from" in run["command"] and f"-m {run['framework']}_impl.train" in run["command"]
 
 
 def test_finished_pairs_are_not_trained_again(report, capsys):
@@ -43,11 +74,25 @@ def test_finished_pairs_are_not_trained_again(report, capsys):
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in runs]
 
 
-def test_update_readme_replaces_only_the_marked_block(tmp_path):
+def test_a_failing_pair_is_one_line_naming_its_log(tmp_path):
+    idx = write_idx_dir(tmp_path / "idx", n_train=N_TRAIN, n_test=40)
+    argv = ["--variants", "gru", "--frameworks", "torch", "--limit-train", str(N_TRAIN + 1), "--hidden-size", "4",
+            "--data-dir", str(idx), "--out", str(tmp_path / "results")]
+    with pytest.raises(UserError, match=r"torch gru failed \(exit 2\): error: .*limit.* full log in .*train\.log"):
+        compare.main(argv)
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(UserError, match="--jobs must be at least 1"):
+        compare.main(["--jobs", "0", "--out", str(tmp_path)])
+
+
+def test_update_readme_replaces_only_the_presets_block(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{compare.README_START}\nold\n{compare.README_END}\nrest\n")
-    compare.update_readme(readme, "new table\n")
-    assert readme.read_text() == f"intro\n{compare.README_START}\nnew table\n{compare.README_END}\nrest\n"
+    default, tuned = ([m.format(preset=p) for m in compare.README_MARKERS] for p in ("default", "tuned"))
+    readme.write_text(f"intro\n{default[0]}\nold\n{default[1]}\n{tuned[0]}\nkeep\n{tuned[1]}\nrest\n")
+    compare.update_readme(readme, "new table\n", "default")
+    assert readme.read_text() == f"intro\n{default[0]}\nnew table\n{default[1]}\n{tuned[0]}\nkeep\n{tuned[1]}\nrest\n"
     readme.write_text("no markers")
     with pytest.raises(UserError, match="markers"):
-        compare.update_readme(readme, "x")
+        compare.update_readme(readme, "x", "tuned")

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import checkpoint
-from common.config import Config, RunOptions, parse_args
+from common.config import Config, RunOptions, config_argv, parse_args
 from common.errors import UserError
 from tests.conftest import tiny_config
 
@@ -156,3 +156,11 @@ def test_train_state_round_trip(tmp_path):
     assert c2 == config and s2 == state and a2.keys() == adam.keys()
     np.testing.assert_array_equal(a2["adam.step"], 7.0)
     assert json.dumps(s2) == json.dumps(state)
+
+
+def test_config_argv_is_the_inverse_of_parse_args():
+    config = Config(cell="gru", head="all", hidden_size=17, lr=0.0013, schedule="cosine", grad_clip=1.0,
+                    normalize=True, drop_last=True, limit_test=50, seed=3)
+    given_flags, options = parse_args(config_argv(config), "t")
+    assert Config(**given_flags) == config and options == {}
+    assert Config(**parse_args(config_argv(Config()), "t")[0]) == Config()
