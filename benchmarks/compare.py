@@ -37,6 +37,7 @@ from common import checkpoint
 from common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from common.config import VARIANTS, Config, config_argv, parse_variant
 from common.errors import UserError, run_cli
+from common.training import EXIT_INTERRUPTED
 
 FRAMEWORKS = ("torch", "jax")
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
@@ -48,9 +49,20 @@ PRESETS = {
 README_MARKERS = "<!-- results:{preset}:start -->", "<!-- results:{preset}:end -->"  # one block per preset
 
 
+def check_same_settings(saved: dict, config: Config, where: Path) -> None:
+    """Refuse to reuse or resume work done with other settings than this run's."""
+    wanted = config.to_dict()
+    diffs = [f"{name} {saved.get(name)!r} (now {value!r})" for name, value in wanted.items() if saved.get(name) != value]
+    if diffs:
+        raise UserError(f"{where} was made with other settings: {', '.join(diffs)}; "
+                        "use another --out, or --rerun to replace it")
+
+
 def initial_weights(config: Config, path: Path) -> Path:
     """Torch's initial weights for `config` (seeded by config.seed), written once to `path`."""
-    if not path.exists():
+    if path.exists():
+        check_same_settings(checkpoint.load_model(path)[1].to_dict(), config, path)
+    else:
         from torch_impl.train import TorchBackend
 
         params = TorchBackend(config, "cpu").get_params()
@@ -84,8 +96,10 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
     what a user can rerun by hand: the command is in the pair's train.log and results.json.
     Returns the trainer's summary.
     """
-    label = f"{framework} {config.variant}"
+    label = run_dir.name  # e.g. default-torch-gru
     summary_path = run_dir / "summary.json"
+    if (run_dir / "config.json").exists() and not rerun:
+        check_same_settings(json.loads((run_dir / "config.json").read_text())["config"], config, run_dir)
     if summary_path.exists() and not rerun:
         print(f"== {label}: done earlier, reusing {run_dir}", flush=True)
         how = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
@@ -126,9 +140,13 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
 
 
 def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
-    """Export the run's model to ONNX and check onnxruntime's test accuracy equals the model's."""
+    """Export the run's model to ONNX and check onnxruntime's test accuracy equals the model's.
+
+    The result is kept in the pair's onnx.json: a reused pair is not exported again."""
     from export.onnx import export_checkpoint
 
+    if summary["reused"] and (run_dir / "onnx.json").exists() and (run_dir / "model.onnx").exists():
+        return json.loads((run_dir / "onnx.json").read_text())
     limit = summary["config"]["limit_test"]
     report = export_checkpoint(run_dir / "model.safetensors", run_dir / "model.onnx", data_dir=data_dir,
                                verify_limit=limit, log=lambda line: print("   " + line))
@@ -136,8 +154,10 @@ def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
     if accuracy is None or abs(accuracy - summary["test_accuracy"]) * report["test_images"] > report["ties"]:
         raise UserError(f"onnxruntime test accuracy {accuracy} of {run_dir} differs from the model's "
                         f"{summary['test_accuracy']} by more than float32 ties explain")
-    return {"onnx_test_accuracy": accuracy, "onnx_max_abs_diff": max(report["max_abs_diff"].values()),
-            "onnx_bytes": report["onnx_bytes"]}
+    result = {"onnx_test_accuracy": accuracy, "onnx_max_abs_diff": max(report["max_abs_diff"].values()),
+              "onnx_bytes": report["onnx_bytes"]}
+    atomic_write_json(run_dir / "onnx.json", result)
+    return result
 
 
 def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: Path) -> None:
@@ -163,6 +183,8 @@ def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: P
         acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
         if variant in REFERENCE:
             acc_ax.axhline(100 * REFERENCE[variant], color="grey", lw=0.8, label="tutorial")
+            low, high = acc_ax.get_ylim()  # keep the tutorial's line in view
+            acc_ax.set_ylim(min(low, 100 * REFERENCE[variant] - 0.1), max(high, 100 * REFERENCE[variant] + 0.1))
         loss_ax.legend()
         acc_ax.legend()
     fig.tight_layout()
@@ -181,7 +203,7 @@ def table(runs: list[dict], command: str, wall_seconds: float | None) -> str:
     head = ["variant", "tutorial"] + [f"{f} {col}" for f in frameworks for col in ("acc", "onnx acc", "time", "samples/s")]
     head += ["torch - jax"] if len(frameworks) == 2 else []
     head.append("parameters")
-    wall = f", {wall_seconds / 60:.0f} min in all" if wall_seconds else ""
+    wall = f", {wall_seconds / 60:.1f} min in all" if wall_seconds else ""
     lines = [f"`{command}` — {first['machine']['processor']}, {first['machine']['cpu_count']} cores, "
              f"pairs in parallel, each on {len(first.get('cores') or [])} core(s){wall}; {versions}, "
              f"python {first['versions']['python']}; {first['date'][:10]}", "",
@@ -214,6 +236,28 @@ def update_readme(readme: Path, markdown: str, preset: str) -> None:
     atomic_write_text(readme, pattern.sub(lambda _: f"{start}\n{markdown}{end}", text))
 
 
+def train_pairs(pairs: Sequence[tuple[str, Config, Path, Path | None]], *, jobs: int | None, data_dir,
+                rerun: bool) -> tuple[list[dict], int]:
+    """Train (framework, config, run_dir, init_from) pairs, `jobs` at a time (default: one per core),
+    each process on its own cores. Returns the summaries in order, and the number of jobs."""
+    groups = core_groups(min(jobs or len(available_cores()), len(pairs)))
+    free = queue.SimpleQueue()  # each running pair holds one group of cores: they never share one
+    for group in groups:
+        free.put(group)
+
+    def train(pair):
+        framework, config, run_dir, init_from = pair
+        cores = free.get()
+        try:
+            return run_pair(framework, config, run_dir, data_dir=data_dir, rerun=rerun, cores=cores,
+                            init_from=init_from)
+        finally:
+            free.put(cores)
+
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        return list(pool.map(train, pairs)), len(groups)
+
+
 def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, preset: str = "default",
             overrides: dict | None = None, data_dir=None, rerun: bool = False, onnx: bool = True,
             shared_init: bool = True, jobs: int | None = None,
@@ -229,23 +273,10 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
         init_from = initial_weights(config, init_path) if shared_init else None
         pairs += [(framework, variant, config, out / "runs" / f"{preset}-{framework}-{variant}", init_from)
                   for framework in frameworks]
-    groups = core_groups(min(jobs or len(available_cores()), len(pairs)))  # default: one pair per core
-    free = queue.SimpleQueue()  # each running pair holds one group of cores: they never share one
-    for group in groups:
-        free.put(group)
-
-    def train(pair):
-        framework, _, config, run_dir, init_from = pair
-        cores = free.get()
-        try:
-            return run_pair(framework, config, run_dir, data_dir=data_dir, rerun=rerun, cores=cores,
-                            init_from=init_from)
-        finally:
-            free.put(cores)
-
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        summaries = list(pool.map(train, pairs))
+    summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
+                                   for framework, _, config, run_dir, init_from in pairs],
+                                  jobs=jobs, data_dir=data_dir, rerun=rerun)
     fresh = all(not (summary["reused"] or summary["resumed"]) for summary in summaries)
     wall_seconds = time.perf_counter() - started if fresh else None  # end to end only if all ran here
     runs, metrics = [], {}
@@ -264,7 +295,7 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
     order = list(VARIANTS) + sorted(set(variants) - set(VARIANTS))  # the tutorial's row order
     runs.sort(key=lambda run: (order.index(run["variant"]), FRAMEWORKS.index(run["framework"])))
     markdown = table(runs, command, wall_seconds)
-    atomic_write_json(out / "results.json", {"command": command, "preset": preset, "jobs": len(groups), "runs": runs,
+    atomic_write_json(out / "results.json", {"command": command, "preset": preset, "jobs": jobs, "runs": runs,
                                              "training_wall_seconds": wall_seconds,
                                              "python": platform.python_version(),
                                              "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
@@ -302,9 +333,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                                    ("limit_train", args.limit_train), ("limit_test", args.limit_test))
                  if v is not None}
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
-    runs = compare(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
-                   data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx,
-                   jobs=args.jobs, shared_init=args.shared_init, command=command.strip())
+    try:
+        runs = compare(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
+                       data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx,
+                       jobs=args.jobs, shared_init=args.shared_init, command=command.strip())
+    except KeyboardInterrupt:  # the trainers got the same Ctrl-C and saved their state
+        print("\ninterrupted: finished pairs are kept and interrupted ones resume; run the same command again",
+              file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     if args.update_readme:
         update_readme(Path("README.md"), (args.out / "results.md").read_text(), args.preset)
     return runs

@@ -6,8 +6,7 @@ the same batches take the same Adam steps, and the loop feeds both the same batc
 Float32 rounding differs between the frameworks, and every step starts from the last one's
 slightly different weights, so the gap grows with steps: the tests record it after steps 1, 5,
 10 and 20, bound the first step, and bound how fast it grows after that (see parity.tolerances).
-Adam alone is checked against exact float64 Adam: optax's float32 bias correction is a known,
-small, systematic difference from torch (an xfail that turns into a failure once fixed).
+Adam alone is checked against exact float64 Adam, in each framework.
 """
 from __future__ import annotations
 
@@ -52,11 +51,8 @@ def test_torch_adam_matches_exact_adam():
     assert max(errors) <= ADAM_RTOL, [f"{e:.1e}" for e in errors]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jax_impl's Adam is optax.adam, whose bias correction 1 - 0.999**t is computed in float32 "
-    "(0.999 -> 0.99900001): every update is ~7.5e-6 relatively too small; torch computes it in "
-    "float64. strict: once jax_impl corrects it, this passes and the marker must go."))
 def test_jax_adam_matches_exact_adam():
+    """jax_impl's scale_by_adam_exact; optax.adam's float32 bias correction was 8.1e-6 off."""
     errors = adam_errors()["jax"]
     assert max(errors) <= ADAM_RTOL, [f"{e:.1e}" for e in errors]
 

@@ -67,18 +67,27 @@ def test_both_frameworks_start_from_torchs_initial_weights(report):
 
 def test_finished_pairs_are_not_trained_again(report, capsys):
     root, argv, runs = report
-    before = {p: p.stat().st_mtime_ns for p in (root / "results" / "runs").glob("*/model.safetensors")}
+    before = {p: p.stat().st_mtime_ns for pattern in ("*/model.safetensors", "*/model.onnx")
+              for p in (root / "results" / "runs").glob(pattern)}
+    assert len(before) == 8  # 4 pairs: neither trained nor exported again
     again = compare.main(argv)
     assert "done earlier, reusing" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in runs]
 
 
+def test_pairs_made_with_other_settings_are_refused(report):
+    root, argv, _ = report
+    other = [*argv, "--limit-test", "20"]
+    with pytest.raises(UserError, match=r"made with other settings: limit_test None \(now 20\).*--rerun"):
+        compare.main(other)
+
+
 def test_a_failing_pair_is_one_line_naming_its_log(tmp_path):
     idx = write_idx_dir(tmp_path / "idx", n_train=N_TRAIN, n_test=40)
     argv = ["--variants", "gru", "--frameworks", "torch", "--limit-train", str(N_TRAIN + 1), "--hidden-size", "4",
             "--data-dir", str(idx), "--out", str(tmp_path / "results")]
-    with pytest.raises(UserError, match=r"torch gru failed \(exit 2\): error: .*limit.* full log in .*train\.log"):
+    with pytest.raises(UserError, match=r"default-torch-gru failed \(exit 2\): error: .*limit.* full log in .*train\.log"):
         compare.main(argv)
 
 

@@ -1,0 +1,99 @@
+"""How far apart can two correct runs end? Each framework from the same weights, and from the same
+weights nudged by one float32 ulp.
+
+    python -m benchmarks.chaos --variants lstm-last                  # tutorial settings
+    python -m benchmarks.chaos --variants lstm-last --preset tuned --out results/tuned
+
+For each variant it trains, with the preset's settings and seed, in `--out`/runs/:
+torch and JAX from the shared initial weights (as `benchmarks.compare` does) and torch and JAX
+from a copy in which every weight moved by one ulp, up or down at random (a change of ~6e-8
+relative, the size of one rounding). If the torch-vs-torch gap (same code, one-ulp start) is as
+large as the torch-vs-JAX gap, the latter is the chaos of training, not a difference between
+the frameworks. Writes OUT/chaos.json and OUT/chaos.md. Finished runs are reused, among them
+those of `benchmarks.compare` with the same --out and preset: only the one-ulp runs are new.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from benchmarks.compare import FRAMEWORKS, PRESETS, initial_weights, train_pairs
+from common import checkpoint
+from common.atomic import atomic_write_json, atomic_write_text
+from common.config import VARIANTS, Config, parse_variant
+from common.errors import UserError, run_cli
+
+STARTS = ("shared", "one ulp off")
+
+
+def nudged(path: Path, out: Path, seed: int) -> Path:
+    """A copy of the checkpoint at `path` with every weight moved one float32 ulp, up or down."""
+    if not out.exists():
+        params, config, _ = checkpoint.load_model(path)
+        rng = np.random.default_rng([seed, 1])
+        down = np.float32(-np.inf)  # float32 targets: nextafter steps in the type of its arguments
+        moved = {name: np.nextafter(value, np.where(rng.random(value.shape) < 0.5, down, -down))
+                 for name, value in params.items()}
+        checkpoint.save_model(out, moved, config, framework="torch (initial weights, one ulp off)")
+    return out
+
+
+def chaos(variants: Sequence[str], out: Path, *, preset: str, jobs: int | None = None, data_dir=None,
+          overrides: dict | None = None) -> list[dict]:
+    runs = []  # (variant, framework, start, config, run_dir, init_from)
+    for variant in variants:
+        cell, head = parse_variant(variant)
+        config = Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
+        shared = initial_weights(config, out / "runs" / f"{preset}-init-{variant}.safetensors")
+        off = nudged(shared, out / "runs" / f"{preset}-init-ulp-{variant}.safetensors", config.seed)
+        for framework, (start, init) in itertools.product(FRAMEWORKS, zip(STARTS, (shared, off))):
+            name = f"{preset}-{framework}-{variant}" + ("" if init is shared else "-ulp")
+            runs.append((variant, framework, start, config, out / "runs" / name, init))
+    summaries, _ = train_pairs([(framework, config, run_dir, init) for _, framework, _, config, run_dir, init in runs],
+                               jobs=jobs, data_dir=data_dir, rerun=False)
+    accuracy = {(v, f, s): summary["test_accuracy"] for (v, f, s, *_), summary in zip(runs, summaries)}
+    rows = []
+    for variant in variants:
+        a = {key[1:]: value for key, value in accuracy.items() if key[0] == variant}
+        rows.append({"variant": variant, **{f"{f}, {s}": a[(f, s)] for f, s in itertools.product(FRAMEWORKS, STARTS)},
+                     "torch - jax": a[("torch", "shared")] - a[("jax", "shared")],
+                     "torch - torch one ulp off": a[("torch", "shared")] - a[("torch", "one ulp off")],
+                     "jax - jax one ulp off": a[("jax", "shared")] - a[("jax", "one ulp off")]})
+    head = list(rows[0])
+    lines = [f"`python -m benchmarks.chaos --preset {preset} --variants {' '.join(variants)}` — "
+             f"{summaries[0]['machine']['processor']}; {datetime.date.today()}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["variant"]] + [f"{100 * row[k]:.2f}%" for k in head[1:5]]
+                                       + [f"{100 * row[k]:+.2f}" for k in head[5:]]) + " |")
+    markdown = "\n".join(lines) + "\n"
+    atomic_write_json(out / "chaos.json", {"preset": preset, "rows": rows})
+    atomic_write_text(out / "chaos.md", markdown)
+    print(markdown)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["lstm-last"], help="variants to train")
+    parser.add_argument("--preset", default="default", choices=PRESETS)
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="results folder; the default reuses compare's runs of the same preset")
+    parser.add_argument("--jobs", type=int, default=None, help="runs at once, one per core by default")
+    parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DIR or data/mnist)")
+    args = parser.parse_args(argv)
+    for variant in args.variants:
+        parse_variant(variant)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    return chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
+
+
+if __name__ == "__main__":
+    run_cli(main)
