@@ -311,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     parser.add_argument("--preset", default="default", choices=PRESETS, help="tutorial settings or tuned ones")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument("--seed", type=int, help="override the seed (initial weights and data order; default 0)")
     parser.add_argument("--hidden-size", type=int, help="override the hidden size (quick checks)")
     parser.add_argument("--limit-train", type=int, help="train on the first N images (quick checks)")
     parser.add_argument("--limit-test", type=int, help="evaluate on the first N images (quick checks)")
@@ -329,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         parse_variant(variant)
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("hidden_size", args.hidden_size),
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("hidden_size", args.hidden_size),
                                    ("limit_train", args.limit_train), ("limit_test", args.limit_test))
                  if v is not None}
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
