@@ -23,11 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks.compare import FRAMEWORKS, PRESETS, initial_weights, train_pairs
+from benchmarks.compare import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir, preset_config,
+                                train_pairs)
 from common import checkpoint
 from common.atomic import atomic_write_json, atomic_write_text
-from common.config import VARIANTS, Config, parse_variant
-from common.errors import UserError, run_cli
+from common.config import parse_variant
+from common.errors import run_cli
 
 STARTS = ("shared", "one ulp off")
 
@@ -48,13 +49,13 @@ def chaos(variants: Sequence[str], out: Path, *, preset: str, jobs: int | None =
           overrides: dict | None = None) -> list[dict]:
     runs = []  # (variant, framework, start, config, run_dir, init_from)
     for variant in variants:
-        cell, head = parse_variant(variant)
-        config = Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
-        shared = initial_weights(config, out / "runs" / f"{preset}-init-{variant}.safetensors")
-        off = nudged(shared, out / "runs" / f"{preset}-init-ulp-{variant}.safetensors", config.seed)
+        config = preset_config(preset, variant, overrides)
+        shared = initial_weights(config, init_path(out, preset, variant))
+        off = nudged(shared, init_path(out, preset, f"ulp-{variant}"), config.seed)
         for framework, (start, init) in itertools.product(FRAMEWORKS, zip(STARTS, (shared, off))):
-            name = f"{preset}-{framework}-{variant}" + ("" if init is shared else "-ulp")
-            runs.append((variant, framework, start, config, out / "runs" / name, init))
+            run_dir = pair_dir(out, preset, framework, variant)
+            runs.append((variant, framework, start, config, run_dir if init is shared else
+                         run_dir.with_name(run_dir.name + "-ulp"), init))
     summaries, _ = train_pairs([(framework, config, run_dir, init) for _, framework, _, config, run_dir, init in runs],
                                jobs=jobs, data_dir=data_dir, rerun=False)
     accuracy = {(v, f, s): summary["test_accuracy"] for (v, f, s, *_), summary in zip(runs, summaries)}
@@ -90,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     for variant in args.variants:
         parse_variant(variant)
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    check_jobs(args.jobs)
     return chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
 
 

@@ -8,8 +8,8 @@ Each (variant, framework) pair trains on full MNIST from the common loader with 
 into OUT/runs/<preset>-<framework>-<variant>/. Both frameworks start from the same weights:
 torch's initialisation with the run's seed (what `torch_impl.train --seed N` starts from), saved
 once as OUT/runs/<preset>-init-<variant>.safetensors; --independent-init gives each framework
-its own initialiser instead (same distributions, different random numbers). A finished pair is not trained again (use
---rerun); an interrupted one resumes from its last checkpoint. Every torch- and JAX-trained
+its own initialiser instead (same distributions, different random numbers). A finished pair is
+not trained again (use --rerun); an interrupted one resumes from its last checkpoint. Every torch- and JAX-trained
 model is exported through the torch model to ONNX and its onnxruntime test accuracy checked
 against the source model's. Writes OUT/results.json, OUT/results.md and OUT/curves.png;
 --update-readme copies the table into README.md between its results markers.
@@ -47,6 +47,25 @@ PRESETS = {
     "tuned": {"epochs": 5, "normalize": True, "schedule": "cosine", "grad_clip": 1.0, "lr": 0.001},
 }
 README_MARKERS = "<!-- results:{preset}:start -->", "<!-- results:{preset}:end -->"  # one block per preset
+
+
+def preset_config(preset: str, variant: str, overrides: dict | None = None) -> Config:
+    cell, head = parse_variant(variant)
+    return Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
+
+
+def init_path(out: Path, preset: str, variant: str) -> Path:
+    """Where a variant's shared initial weights live (compare and chaos reuse each other's)."""
+    return out / "runs" / f"{preset}-init-{variant}.safetensors"
+
+
+def pair_dir(out: Path, preset: str, framework: str, variant: str) -> Path:
+    return out / "runs" / f"{preset}-{framework}-{variant}"
+
+
+def check_jobs(jobs: int | None) -> None:
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
 
 
 def check_same_settings(saved: dict, config: Config, where: Path) -> None:
@@ -103,7 +122,7 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
     if summary_path.exists() and not rerun:
         print(f"== {label}: done earlier, reusing {run_dir}", flush=True)
         how = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
-        return {**json.loads(summary_path.read_text()), **how, "reused": True}
+        return {**json.loads(summary_path.read_text()), **how, "reused": True, "resumed": False}
     resume = (run_dir / "train_state.safetensors").exists() and not rerun
     if run_dir.exists() and not resume:  # nothing to resume: start afresh
         shutil.rmtree(run_dir)
@@ -194,7 +213,7 @@ def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: P
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def table(runs: list[dict], command: str, wall_seconds: float | None) -> str:
+def table(runs: list[dict], command: str, wall_seconds: float | None, jobs: int) -> str:
     first = runs[0]
     versions = ", ".join(dict.fromkeys(f"{k} {v}" for run in runs for k, v in run["versions"].items()
                                        if k in ("torch", "jax", "flax", "optax")))
@@ -205,7 +224,8 @@ def table(runs: list[dict], command: str, wall_seconds: float | None) -> str:
     head.append("parameters")
     wall = f", {wall_seconds / 60:.1f} min in all" if wall_seconds else ""
     lines = [f"`{command}` — {first['machine']['processor']}, {first['machine']['cpu_count']} cores, "
-             f"pairs in parallel, each on {len(first.get('cores') or [])} core(s){wall}; {versions}, "
+             f"{'pairs in parallel' if jobs > 1 else 'one pair at a time'}, each on "
+             f"{len(first.get('cores') or [])} core(s){wall}; {versions}, "
              f"python {first['versions']['python']}; {first['date'][:10]}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant in dict.fromkeys(run["variant"] for run in runs):
@@ -265,13 +285,12 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
     """Train every (variant, framework) pair, `jobs` at a time, then check ONNX and write the report."""
     pairs = []  # (framework, variant, config, run_dir, init_from)
     for variant in variants:
-        cell, head = parse_variant(variant)
-        config = Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
-        init_path = out / "runs" / f"{preset}-init-{variant}.safetensors"
-        if rerun and init_path.exists():
-            init_path.unlink()
-        init_from = initial_weights(config, init_path) if shared_init else None
-        pairs += [(framework, variant, config, out / "runs" / f"{preset}-{framework}-{variant}", init_from)
+        config = preset_config(preset, variant, overrides)
+        init = init_path(out, preset, variant)
+        if rerun and init.exists():
+            init.unlink()
+        init_from = initial_weights(config, init) if shared_init else None
+        pairs += [(framework, variant, config, pair_dir(out, preset, framework, variant), init_from)
                   for framework in frameworks]
     started = time.perf_counter()
     summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
@@ -294,7 +313,7 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
         metrics[(framework, variant)] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     order = list(VARIANTS) + sorted(set(variants) - set(VARIANTS))  # the tutorial's row order
     runs.sort(key=lambda run: (order.index(run["variant"]), FRAMEWORKS.index(run["framework"])))
-    markdown = table(runs, command, wall_seconds)
+    markdown = table(runs, command, wall_seconds, jobs)
     atomic_write_json(out / "results.json", {"command": command, "preset": preset, "jobs": jobs, "runs": runs,
                                              "training_wall_seconds": wall_seconds,
                                              "python": platform.python_version(),
@@ -328,8 +347,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     for variant in args.variants:
         parse_variant(variant)
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    check_jobs(args.jobs)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("hidden_size", args.hidden_size),
                                    ("limit_train", args.limit_train), ("limit_test", args.limit_test))
                  if v is not None}
