@@ -53,7 +53,7 @@ def train_flops_per_sample(config: Config) -> float:
     for layer in range(config.num_layers):
         inputs = config.input_size if layer == 0 else config.hidden_size
         forward += config.seq_len * 2 * (inputs + config.hidden_size) * rows
-    features = config.hidden_size * (config.seq_len if config.head == "all" else 1)
+    features = config.head_features
     forward += 2 * features * config.num_classes
     return 3 * forward
 

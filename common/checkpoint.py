@@ -33,8 +33,7 @@ def param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
         shapes[f"rnn.weight_hh_l{layer}"] = (rows, hidden)
         shapes[f"rnn.bias_ih_l{layer}"] = (rows,)
         shapes[f"rnn.bias_hh_l{layer}"] = (rows,)
-    features = hidden * config.seq_len if config.head == "all" else hidden
-    shapes["fc.weight"] = (config.num_classes, features)
+    shapes["fc.weight"] = (config.num_classes, config.head_features)
     shapes["fc.bias"] = (config.num_classes,)
     return shapes
 

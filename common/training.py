@@ -31,6 +31,7 @@ from common import checkpoint, data
 from common.atomic import atomic_write_json, atomic_write_text
 from common.config import MODEL_FIELDS, Config, RunOptions, parse_args
 from common.errors import UserError
+from common.precision import exact_float32
 
 EXIT_INTERRUPTED = 130
 
@@ -166,6 +167,7 @@ def _summary(backend, config, options, state, train_set, test_set, test_loss, te
 def run(framework: str, make_backend: BackendFactory, argv: Sequence[str] | None = None) -> dict:
     """The CLI: parse flags, then train (or evaluate). Returns the summary."""
     config, options = resolve(*parse_args(argv, prog=f"python -m {framework}_impl.train"))
+    exact_float32()
     return train(make_backend, config, options, framework)
 
 

@@ -21,10 +21,6 @@ import jax.numpy as jnp
 from common.checkpoint import param_shapes
 from common.config import GATES, Config
 
-# Float32-exact matmuls on GPU (JAX would use TF32 on recent cards); a no-op on CPU. Set here so
-# that everything that runs the model (trainer, tests, export) computes what PyTorch computes.
-jax.config.update("jax_default_matmul_precision", "highest")
-
 
 # ---- cells: one time step each, PyTorch's equations in PyTorch's letters --------------------------
 # `prepare_*` runs once per layer, outside the scan: it turns PyTorch's (G*H, in) weights into the

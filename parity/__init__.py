@@ -12,5 +12,5 @@ test accuracy after one epoch). Tolerances and the measurements behind them: `pa
 the measuring code that tests and report share: `parity.measure`.
 
 On a GPU the tolerances hold only with TF32 off in both frameworks; `parity/conftest.py` (and
-the report) turn it off through `parity.measure.exact_float32()`.
+the report) turn it off through `common.precision.exact_float32()`.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity.measure import exact_float32
+from common.precision import exact_float32
 
 exact_float32()
 

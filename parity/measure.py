@@ -12,7 +12,7 @@ as plain floats; the tests assert them against `parity.tolerances`, the report t
     measure.onnx_diffs(measure.onnx_session(model, config), model, config, images)
 
 Torch runs on CUDA when present and JAX on its default device, so on a GPU machine this compares
-cuDNN with XLA; `exact_float32()` must run first there (parity/conftest.py does it).
+cuDNN with XLA; `common.precision.exact_float32()` must run first there (parity/conftest.py does it).
 """
 from __future__ import annotations
 
@@ -43,14 +43,6 @@ from torch_impl.train import TorchBackend, make_optimizer as torch_make_optimize
 COMBOS = [(cell, head) for cell in CELLS for head in HEADS]
 COMBO_IDS = [f"{cell}-{head}" for cell, head in COMBOS]
 TORCH_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def exact_float32() -> None:
-    """True float32 matmuls on GPU in both frameworks (TF32 rounds to 10 mantissa bits, ~1e-3
-    relative, far beyond the tolerances). No effect on CPU."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def config_for(cell: str, head: str, hidden_size: int, num_layers: int, seq_len: int = 28, input_size: int = 28,

@@ -27,6 +27,7 @@ import torch
 from common import data
 from common.atomic import atomic_write_text
 from common.config import variant_name
+from common.precision import exact_float32
 from common.training import cpu_name
 from parity import measure, tolerances
 
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--sizes", choices=list(SIZES), default="default", help="model and batch sizes")
     parser.add_argument("--out", help="also write the markdown to this file")
     args = parser.parse_args(argv)
-    measure.exact_float32()
+    exact_float32()
     text = report(args.sizes)
     print(text)
     if args.out:

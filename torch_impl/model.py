@@ -23,8 +23,7 @@ class RecurrentClassifier(nn.Module):
         self.cell, self.head = config.cell, config.head
         self.num_layers, self.hidden_size = config.num_layers, config.hidden_size
         self.rnn = RECURRENT[config.cell](config.input_size, config.hidden_size, config.num_layers, batch_first=True)
-        features = config.hidden_size * config.seq_len if config.head == "all" else config.hidden_size
-        self.fc = nn.Linear(features, config.num_classes)
+        self.fc = nn.Linear(config.head_features, config.num_classes)
 
     def recurrent(self, x: torch.Tensor):
         """Every step's top-layer output and the final states: out (B, T, H), h_n (L, B, H)[, c_n]."""

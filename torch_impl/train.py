@@ -58,9 +58,6 @@ class TorchBackend:
 
     def __init__(self, config: Config, device_flag: str = "auto"):
         torch.manual_seed(config.seed)
-        if torch.cuda.is_available():  # parity with JAX needs true float32 matmuls
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
         self.torch_device = select_device(device_flag)
         self.device = f"{self.torch_device.type} ({torch.get_num_threads()} threads)" \
             if self.torch_device.type == "cpu" else torch.cuda.get_device_name(self.torch_device)
