@@ -1,67 +1,74 @@
-"""The four MNIST-as-a-sequence classifiers in JAX/Flax, with PyTorch's equations and weights.
+"""The four MNIST-as-a-sequence classifiers in JAX, with PyTorch's equations, names and weights.
 
-    out, h_n, c_n = recurrent(params, config, x)   # (B, T=28, F=28) -> (B, T, H), zero h0 (and c0)
-    logits = forward(params, config, x)            # head 'all': fc(flatten(out)); 'last': fc(out[:, -1])
+    out, h_n = recurrent(params, config, x)          # rnn, gru: (B, T=28, F=28) -> (B, T, H), (L, B, H)
+    out, (h_n, c_n) = recurrent(params, config, x)   # lstm, as torch.nn.LSTM; zero initial states
+    logits = forward(params, config, x)              # head 'all': fc(flatten(out)); 'last': fc(out[:, -1])
 
 `params` is a flat dict keyed by the checkpoint's PyTorch names (`rnn.weight_ih_l0` (G*H, F),
 `rnn.weight_hh_l0` (G*H, H), `rnn.bias_ih_l0`, `rnn.bias_hh_l0` (G*H,), ..., `fc.weight`
-(classes, features), `fc.bias`), with PyTorch's gate order, so converting weights between the
-frameworks is a copy. The Flax modules below declare exactly these parameters; `init_params`
-and `forward` translate the flat dict to Flax's nested one (a renaming, no arithmetic).
+(classes, features), `fc.bias`) in PyTorch's gate order, so converting weights is a copy.
+
+Plain functions, no module library: every cell is `step(weights, carry, x_t) -> (carry, out)` (the
+shape of equinox's and Flax's cells) and the time loop is one `jax.lax.scan` in `layer`. Flax
+was used here only to declare these parameters; a dict built from the checkpoint's shape table
+(`common.checkpoint.param_shapes`) does that with PyTorch's names and no renaming layer, so the
+model no longer needs it.
+
+Forms, chosen by measurement (numbers in docs/PERFORMANCE.md, `python -m benchmarks.speed`):
+- Training on CPU: each step computes its own input projection with weights transposed once
+  before the scan; hoisting `x @ W_ih.T` of all steps out of the loop was 20% slower for the
+  LSTM (its (T, B, 4H) buffer costs more in the backward pass than it saves). The step is
+  rematerialised (`jax.checkpoint`, keeping only the matmul outputs): recomputing the gate math
+  in the backward pass is cheaper than saving ~14 arrays per step, and bit-identical.
+- Inference (`unroll=True`): the input projection is hoisted and the scan fully unrolled, which
+  removes the loop's per-step overhead that dominates at batch 1 (1.5 ms vs 3.3 ms, lstm-last).
+- `kernel="cudnn"` (LSTM only, GPU only): `jax.experimental.rnn.lstm`, cuDNN's fused LSTM, fed
+  from the same parameters (`cudnn_weights`). JAX has no cuDNN path for the GRU or Elman RNN.
 """
 from __future__ import annotations
 
 import math
 from functools import partial
+from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental import rnn as jax_rnn
 
 from common.checkpoint import param_shapes
-from common.config import GATES, Config
+from common.config import Config
+
+KERNELS = ("scan", "cudnn")
 
 
-# ---- cells: one time step each, PyTorch's equations in PyTorch's letters --------------------------
-# `prepare_*` runs once per layer, outside the scan: it turns PyTorch's (G*H, in) weights into the
-# (in, G*H) matrices the step multiplies by and decides what the scan feeds each step. Measured on
-# the target 2-core CPU (training step with gradients, B=64, H=256, 2 layers, forms in rotation,
-# cores shared with other jobs, so the margins are rough):
-# - LSTM: one fused `[x_t, h] @ [W_ih, W_hh].T` matmul per step was ~10% faster than hoisting
-#   `x @ W_ih.T` of all steps out of the scan (the (T, B, 4H) buffer costs more in the backward
-#   pass than it saves) and ~15% faster than two matmuls per step.
-# - GRU can't fuse: r multiplies only W_hn h + b_hn; a zero-padded (F+H, 4H) matrix was 50% slower.
-#   Two matmuls per step were ~5% faster than hoisting.
-# - RNN: hoisting won by 5-10%: its (T, B, H) buffer is small and each step keeps one matmul.
+class Weights(NamedTuple):
+    """One layer's weights as a step multiplies them: PyTorch's, transposed once before the scan.
+    `w_ih_t` is None when the input projection was done for all steps before the scan; then
+    the step's x_t already is W_ih x_t + b_ih."""
 
-def prepare_fused(w_ih, w_hh, b_ih, b_hh, xs):
-    """Weights (G*H, F), (G*H, H), (G*H,), (G*H,) -> W (F+H, G*H), b (G*H,); steps get x_t."""
-    return (jnp.concatenate([w_ih, w_hh], axis=1).T, b_ih + b_hh), xs
+    w_ih_t: jax.Array | None  # (in, G*H)
+    w_hh_t: jax.Array  # (H, G*H)
+    b_ih: jax.Array  # (G*H,)
+    b_hh: jax.Array  # (G*H,)
 
 
-def prepare_separate(w_ih, w_hh, b_ih, b_hh, xs):
-    """Weights -> their transposes (F, G*H), (H, G*H) and the biases; steps get x_t."""
-    return (w_ih.T, w_hh.T, b_ih, b_hh), xs
+def input_projection(w: Weights, x_t: jax.Array) -> jax.Array:
+    """W_ih x_t + b_ih, unless the layer did it for all steps before the scan."""
+    return x_t if w.w_ih_t is None else x_t @ w.w_ih_t + w.b_ih  # (B, in) @ (in, G*H) -> (B, G*H)
 
 
-def prepare_hoisted(w_ih, w_hh, b_ih, b_hh, xs):
-    """Weights -> W_hh.T (H, G*H); steps get W_ih x_t + b_ih + b_hh, computed for all t at once."""
-    return (w_hh.T,), xs @ w_ih.T + (b_ih + b_hh)  # (T, B, F) @ (F, G*H) -> (T, B, G*H)
+# ---- cells: one time step each, PyTorch's equations in PyTorch's letters ----------------------------
 
-
-def rnn_cell(weights, h, x_projected):
+def rnn_cell(w: Weights, h, x_t):
     """Elman RNN with tanh, as torch.nn.RNN:
 
         h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
-
-    `x_projected` is W_ih x + b_ih + b_hh (see `prepare_hoisted`).
     """
-    (w_hh,) = weights
-    h = jnp.tanh(x_projected + h @ w_hh)  # (B, H) @ (H, H) -> (B, H)
+    h = jnp.tanh(input_projection(w, x_t) + h @ w.w_hh_t + w.b_hh)  # (B, H)
     return h, h
 
 
-def gru_cell(weights, h, x_t):
+def gru_cell(w: Weights, h, x_t):
     """GRU, as torch.nn.GRU (note b_hn inside the product with r):
 
         r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -69,9 +76,8 @@ def gru_cell(weights, h, x_t):
         n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
         h' = (1 - z) * n + z * h
     """
-    w_ih, w_hh, b_ih, b_hh = weights
-    x_r, x_z, x_n = jnp.split(x_t @ w_ih + b_ih, 3, axis=-1)  # (B, F) @ (F, 3H) -> 3 x (B, H)
-    h_r, h_z, h_n = jnp.split(h @ w_hh + b_hh, 3, axis=-1)  # (B, H) @ (H, 3H) -> 3 x (B, H)
+    x_r, x_z, x_n = jnp.split(input_projection(w, x_t), 3, axis=-1)  # 3 x (B, H)
+    h_r, h_z, h_n = jnp.split(h @ w.w_hh_t + w.b_hh, 3, axis=-1)  # (B, H) @ (H, 3H) -> 3 x (B, H)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
@@ -79,7 +85,7 @@ def gru_cell(weights, h, x_t):
     return h, h
 
 
-def lstm_cell(weights, carry, x_t):
+def lstm_cell(w: Weights, carry, x_t):
     """LSTM, as torch.nn.LSTM (carry is (h, c), like PyTorch's state):
 
         i  = sigmoid(W_ii x + b_ii + W_hi h + b_hi)
@@ -89,9 +95,8 @@ def lstm_cell(weights, carry, x_t):
         c' = f * c + i * g
         h' = o * tanh(c')
     """
-    w, b = weights
     h, c = carry
-    gates = jnp.concatenate([x_t, h], axis=-1) @ w + b  # (B, F+H) @ (F+H, 4H) -> (B, 4H)
+    gates = input_projection(w, x_t) + h @ w.w_hh_t + w.b_hh  # (B, 4H)
     i, f, g, o = jnp.split(gates, 4, axis=-1)  # PyTorch's gate order
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
@@ -99,122 +104,84 @@ def lstm_cell(weights, carry, x_t):
     return (h, c), h
 
 
-CELLS = {"rnn": (prepare_hoisted, rnn_cell), "gru": (prepare_separate, gru_cell), "lstm": (prepare_fused, lstm_cell)}
+CELLS = {"rnn": rnn_cell, "gru": gru_cell, "lstm": lstm_cell}
 
 
-def recurrent_layer(cell: str, w_ih, w_hh, b_ih, b_hh, xs):
-    """One layer over the whole sequence from zero state: xs (T, B, F) -> out (T, B, H), h_n (B, H), c_n or None."""
-    prepare, step = CELLS[cell]
-    weights, step_inputs = prepare(w_ih, w_hh, b_ih, b_hh, xs)
-    zeros = jnp.zeros((xs.shape[1], w_hh.shape[1]), xs.dtype)  # (B, H)
-    carry, out = jax.lax.scan(partial(step, weights), (zeros, zeros) if cell == "lstm" else zeros,
-                              step_inputs)  # the time loop: one `step` per t, carry (h[, c])
-    h_n, c_n = carry if cell == "lstm" else (carry, None)
-    return out, h_n, c_n
+# ---- the time loop ---------------------------------------------------------------------------------
+
+def layer_weights(params: dict, k: int) -> tuple[jax.Array, ...]:
+    """PyTorch's (w_ih, w_hh, b_ih, b_hh) of layer k."""
+    return tuple(params[f"rnn.{name}_l{k}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
 
-# ---- Flax modules: PyTorch's parameter names, shapes and initialisation ---------------------------
-
-def torch_uniform(bound: float):
-    """PyTorch's init for recurrent and Linear layers: U(-bound, bound)."""
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
-    return init
-
-
-class Recurrent(nn.Module):
-    """torch.nn.RNN / GRU / LSTM(batch_first=True), `num_layers` deep, zero initial state."""
-
-    cell: str
-    input_size: int
-    hidden_size: int
-    num_layers: int
-
-    @nn.compact
-    def __call__(self, x):
-        rows, init = GATES[self.cell] * self.hidden_size, torch_uniform(1 / math.sqrt(self.hidden_size))
-        xs = jnp.swapaxes(x, 0, 1)  # (B, T, F) -> (T, B, F): scan runs over the leading axis
-        h_n, c_n = [], []
-        for k in range(self.num_layers):
-            inputs = self.input_size if k == 0 else self.hidden_size
-            w_ih = self.param(f"weight_ih_l{k}", init, (rows, inputs))
-            w_hh = self.param(f"weight_hh_l{k}", init, (rows, self.hidden_size))
-            b_ih = self.param(f"bias_ih_l{k}", init, (rows,))
-            b_hh = self.param(f"bias_hh_l{k}", init, (rows,))
-            xs, h, c = recurrent_layer(self.cell, w_ih, w_hh, b_ih, b_hh, xs)  # (T, B, in) -> (T, B, H)
-            h_n.append(h)
-            c_n.append(c)
-        out = jnp.swapaxes(xs, 0, 1)  # (T, B, H) -> (B, T, H)
-        return out, jnp.stack(h_n), jnp.stack(c_n) if self.cell == "lstm" else None  # states (L, B, H)
+def layer(cell: str, params: dict, k: int, xs: jax.Array, unroll: bool):
+    """Layer k over the whole sequence from zero state: xs (T, B, in) -> carry (h or (h, c)), out (T, B, H)."""
+    w_ih, w_hh, b_ih, b_hh = layer_weights(params, k)
+    step = CELLS[cell]
+    if unroll:  # inference: one GEMM for every step's input projection, no loop overhead
+        weights, xs = Weights(None, w_hh.T, b_ih, b_hh), xs @ w_ih.T + b_ih  # (T, B, in) -> (T, B, G*H)
+    else:  # training: keep only the matmul outputs for the backward pass, recompute the gate math
+        weights, step = Weights(w_ih.T, w_hh.T, b_ih, b_hh), jax.checkpoint(
+            step, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    h0 = jnp.zeros((xs.shape[1], w_hh.shape[1]), xs.dtype)  # (B, H)
+    carry = (h0, h0) if cell == "lstm" else h0
+    return jax.lax.scan(partial(step, weights), carry, xs, unroll=xs.shape[0] if unroll else 1)
 
 
-class Linear(nn.Module):
-    """torch.nn.Linear: y = x @ weight.T + bias, weight (out, in)."""
-
-    in_features: int
-    out_features: int
-
-    @nn.compact
-    def __call__(self, x):
-        init = torch_uniform(1 / math.sqrt(self.in_features))
-        weight = self.param("weight", init, (self.out_features, self.in_features))
-        bias = self.param("bias", init, (self.out_features,))
-        return x @ weight.T + bias
+def cudnn_weights(params: dict, config: Config) -> jax.Array:
+    """PyTorch's LSTM parameters as the flat buffer `jax.experimental.rnn.lstm` takes: every layer's
+    W_ih, W_hh (row-major), then every layer's b_ih, b_hh (the module's docstring gives the layout;
+    the gate order is PyTorch's)."""
+    layers = [layer_weights(params, k) for k in range(config.num_layers)]
+    matrices = [w.ravel() for w_ih, w_hh, _, _ in layers for w in (w_ih, w_hh)]
+    biases = [b for _, _, b_ih, b_hh in layers for b in (b_ih, b_hh)]
+    return jnp.concatenate(matrices + biases)
 
 
-class RecurrentClassifier(nn.Module):
-    """torch_impl.model.RecurrentClassifier: parameters `rnn.*` and `fc.*` under the same names."""
-
-    config: Config
-
-    def setup(self):
-        c = self.config
-        self.rnn = Recurrent(c.cell, c.input_size, c.hidden_size, c.num_layers)
-        features = c.hidden_size * c.seq_len if c.head == "all" else c.hidden_size
-        self.fc = Linear(features, c.num_classes)
-
-    def recurrent(self, x):
-        return self.rnn(x)
-
-    def __call__(self, x):
-        out, _, _ = self.rnn(x)  # (B, T, F) -> (B, T, H)
-        features = out.reshape(out.shape[0], -1) if self.config.head == "all" else out[:, -1, :]  # (B, T*H) or (B, H)
-        return self.fc(features)  # (B, classes)
+def cudnn_lstm(params: dict, config: Config, x: jax.Array):
+    """All LSTM layers in one cuDNN call (GPU only): out (B, T, H), (h_n, c_n) (L, B, H)."""
+    h0 = jnp.zeros((config.num_layers, x.shape[0], config.hidden_size), x.dtype)
+    seq_lengths = jnp.full((x.shape[0],), x.shape[1], jnp.int32)
+    out, h_n, c_n = jax_rnn.lstm(x, h0, h0, cudnn_weights(params, config), seq_lengths,
+                                 input_size=config.input_size, hidden_size=config.hidden_size,
+                                 num_layers=config.num_layers, dropout=0.0, bidirectional=False)
+    return out, (h_n, c_n)
 
 
-# ---- the flat-dict API -------------------------------------------------------------------------------
+@partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
+def recurrent(params: dict, config: Config, x: jax.Array, kernel: str = "scan", unroll: bool = False):
+    """As torch's nn.RNN/GRU/LSTM(batch_first=True) from zero state: out (B, T, H) of the top layer,
+    and h_n (L, B, H), or (h_n, c_n) for the LSTM."""
+    if kernel == "cudnn":
+        if config.cell != "lstm":
+            raise ValueError(f"kernel 'cudnn' exists only for the LSTM in JAX, not for {config.cell!r}")
+        return cudnn_lstm(params, config, x)
+    xs, finals = jnp.swapaxes(x, 0, 1), []  # (B, T, F) -> (T, B, F): scan runs over the leading axis
+    for k in range(config.num_layers):
+        carry, xs = layer(config.cell, params, k, xs, unroll)  # (T, B, in) -> (T, B, H)
+        finals.append(carry)
+    out = jnp.swapaxes(xs, 0, 1)  # (T, B, H) -> (B, T, H)
+    if config.cell == "lstm":
+        return out, (jnp.stack([h for h, _ in finals]), jnp.stack([c for _, c in finals]))  # (L, B, H) each
+    return out, jnp.stack(finals)
 
-def nest(params: dict) -> dict:
-    """{'rnn.weight_ih_l0': w, ...} -> Flax's {'params': {'rnn': {'weight_ih_l0': w}, ...}}."""
-    tree: dict = {}
-    for name, value in params.items():
-        module, _, leaf = name.partition(".")
-        tree.setdefault(module, {})[leaf] = value
-    return {"params": tree}
 
-
-def flatten(variables: dict) -> dict:
-    """The inverse of `nest`."""
-    return {f"{module}.{leaf}": value for module, leaves in variables["params"].items() for leaf, value in leaves.items()}
+@partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
+def forward(params: dict, config: Config, x: jax.Array, kernel: str = "scan", unroll: bool = False) -> jax.Array:
+    """Logits (B, classes) for x (B, T, F). `unroll=True` is the inference form (no gradients needed)."""
+    out, _ = recurrent(params, config, x, kernel, unroll)  # (B, T, F) -> (B, T, H)
+    features = out.reshape(out.shape[0], -1) if config.head == "all" else out[:, -1, :]  # (B, T*H) or (B, H)
+    return features @ params["fc.weight"].T + params["fc.bias"]  # (B, classes)
 
 
 def init_params(config: Config, seed: int) -> dict[str, jax.Array]:
-    """Fresh weights with PyTorch's initialisation (not its random numbers), keyed by PyTorch's names."""
-    dummy = jax.ShapeDtypeStruct((1, config.seq_len, config.input_size), jnp.float32)
-    # lazy_init runs only the initialisers, not the model; their compiled kernels are cached by shape.
-    variables = RecurrentClassifier(config).lazy_init(jax.random.key(seed), dummy)
-    params = flatten(variables)
-    return {name: params[name] for name in param_shapes(config)}  # PyTorch's order
-
-
-# Compiled as a whole (config is static: a frozen dataclass, hashable): faster than running op by op.
-@partial(jax.jit, static_argnames="config")
-def recurrent(params: dict, config: Config, x: jax.Array):
-    """Like torch's nn.LSTM: out (B, T, H) of the top layer, h_n (L, B, H), c_n (L, B, H) or None."""
-    return RecurrentClassifier(config).apply(nest(params), x, method="recurrent")
-
-
-@partial(jax.jit, static_argnames="config")
-def forward(params: dict, config: Config, x: jax.Array) -> jax.Array:
-    """Logits (B, classes) for x (B, T, F)."""
-    return RecurrentClassifier(config).apply(nest(params), x)
+    """Fresh weights with PyTorch's initialisation (not its random numbers), keyed by PyTorch's names:
+    U(-1/sqrt(H), 1/sqrt(H)) for the recurrent layers, U(-1/sqrt(in), 1/sqrt(in)) for the Linear."""
+    shapes = param_shapes(config)
+    keys = jax.random.split(jax.random.key(seed), len(shapes))
+    params = {}
+    for key, (name, shape) in zip(keys, shapes.items()):
+        fan_in = config.hidden_size if name.startswith("rnn.") else config.head_features
+        bound = 1 / math.sqrt(fan_in)
+        params[name] = jax.random.uniform(key, shape, jnp.float32, minval=-bound, maxval=bound)
+    return params

@@ -1,4 +1,4 @@
-"""Train or evaluate the JAX/Flax models on MNIST.
+"""Train or evaluate the JAX models on MNIST.
 
     python -m jax_impl.train --variant lstm-last --epochs 1
     python -m jax_impl.train --init-from runs/X/model.safetensors --eval-only
@@ -14,7 +14,6 @@ import math
 from functools import partial
 from typing import Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,7 +167,7 @@ class JaxBackend:
         self.opt_state = opt_state._replace(count=count)  # inject_hyperparams' own step counter
 
     def versions(self):
-        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+        return {"jax": jax.__version__, "optax": optax.__version__}
 
 
 def train(config: Config, options=None, **datasets) -> dict:

@@ -84,25 +84,27 @@ def relative_error(reference, other) -> float:
 
 # ---- forward --------------------------------------------------------------------------------------
 
-@partial(jax.jit, static_argnames="config")
-def _jax_forward(params, config: Config, x):
+@partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
+def _jax_forward(params, config: Config, x, kernel: str = "scan", unroll: bool = False):
     # Both public entry points under one jit: one compilation per shape instead of two (the
     # forward grid's run time is almost all XLA compilation).
-    out, h_n, c_n = jax_model.recurrent(params, config, x)
-    return out, h_n, c_n, jax_model.forward(params, config, x)
+    out, state = jax_model.recurrent(params, config, x, kernel, unroll)
+    h_n, c_n = state if config.cell == "lstm" else (state, None)
+    return out, h_n, c_n, jax_model.forward(params, config, x, kernel, unroll)
 
 
 def forward_diffs(model: RecurrentClassifier, config: Config, images: np.ndarray,
-                  jax_params: dict | None = None) -> dict[str, float]:
+                  jax_params: dict | None = None, kernel: str = "scan", unroll: bool = False) -> dict[str, float]:
     """Max abs difference of every step's output, the final h (and c) of every layer, and the logits.
-    JAX runs on a copy of the torch model's weights unless `jax_params` are given."""
+    JAX runs on a copy of the torch model's weights unless `jax_params` are given; `kernel` and
+    `unroll` pick its form (jax_impl.model)."""
     params = torch_to_jax(model.state_dict(), config) if jax_params is None else jax_params
     with torch.no_grad():
         x = torch.from_numpy(images).to(TORCH_DEVICE)
         out, state = model.recurrent(x)
         h_n, c_n = state if config.cell == "lstm" else (state, None)
         logits = model(x)
-    jax_out, jax_h, jax_c, jax_logits = _jax_forward(params, config, images)
+    jax_out, jax_h, jax_c, jax_logits = _jax_forward(params, config, images, kernel, unroll)
     diffs = {"out": max_abs_diff(out, jax_out), "h_n": max_abs_diff(h_n, jax_h)}
     if config.cell == "lstm":
         diffs["c_n"] = max_abs_diff(c_n, jax_c)

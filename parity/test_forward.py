@@ -1,5 +1,6 @@
 """Forward parity: with torch's weights copied to JAX, every step's output, the final h (and c) of
-every layer and the logits agree within FORWARD_ATOL, for every cell x head at odd sizes.
+every layer and the logits agree within FORWARD_ATOL, for every cell x head at odd sizes, in both
+of JAX's scan forms (the training form and the unrolled inference form).
 
     python -m pytest -q parity/test_forward.py
 """
@@ -28,14 +29,15 @@ SIZES = [
 SIZE_IDS = [f"H{h}-L{layers}-T{t}-B{b}-F{f}" for h, layers, t, b, f in SIZES]
 
 
+@pytest.mark.parametrize("unroll", [False, True], ids=["training-form", "inference-form"])
 @pytest.mark.parametrize("sizes", SIZES, ids=SIZE_IDS)
 @pytest.mark.parametrize("cell,head", COMBOS, ids=COMBO_IDS)
-def test_forward_matches(cell, head, sizes):
+def test_forward_matches(cell, head, sizes, unroll):
     hidden_size, num_layers, seq_len, batch, input_size = sizes
     config = config_for(cell, head, hidden_size, num_layers, seq_len, input_size)
     model = torch_model(config, seed=seq_len)
     images, _ = random_batch(config, batch, seed=batch)
-    diffs = forward_diffs(model, config, images)
+    diffs = forward_diffs(model, config, images, unroll=unroll)
     assert set(diffs) == ({"out", "h_n", "c_n", "logits"} if cell == "lstm" else {"out", "h_n", "logits"})
     assert max(diffs.values()) <= FORWARD_ATOL, f"max abs differences {diffs} exceed FORWARD_ATOL {FORWARD_ATOL:.0e}"
 

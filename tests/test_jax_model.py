@@ -1,4 +1,4 @@
-"""The JAX/Flax models: shapes, parameter names and counts, initialisation, and equality with the
+"""The JAX models: shapes, parameter names and counts, initialisation, and equality with the
 PyTorch models given the same weights (every step's hidden state, final states, logits).
 
     python -m pytest -q tests/test_jax_model.py
@@ -45,9 +45,12 @@ def test_shapes(cell, head):
     config = tiny(cell, head)
     params = jax_model.init_params(config, seed=0)
     x = inputs(config)
-    out, h_n, c_n = jax_model.recurrent(params, config, x)
-    assert out.shape == (2, 5, 8) and h_n.shape == (2, 2, 8)
-    assert (c_n.shape == (2, 2, 8)) if cell == "lstm" else c_n is None
+    out, state = jax_model.recurrent(params, config, x)  # torch's structure: h_n, or (h_n, c_n)
+    assert out.shape == (2, 5, 8)
+    if cell == "lstm":
+        assert isinstance(state, tuple) and [s.shape for s in state] == [(2, 2, 8)] * 2
+    else:
+        assert state.shape == (2, 2, 8)
     logits = jax_model.forward(params, config, x)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
 
@@ -89,7 +92,8 @@ def assert_matches_torch(config: Config, batch: int):
         torch_logits = model(torch.from_numpy(x)).numpy()
         torch_out, torch_state = model.recurrent(torch.from_numpy(x))
     torch_h, torch_c = torch_state if config.cell == "lstm" else (torch_state, None)
-    out, h_n, c_n = jax_model.recurrent(params, config, x)
+    out, state = jax_model.recurrent(params, config, x)
+    h_n, c_n = state if config.cell == "lstm" else (state, None)
     np.testing.assert_allclose(np.asarray(out), torch_out.numpy(), rtol=0, atol=FORWARD_TOL)  # every step
     np.testing.assert_allclose(np.asarray(h_n), torch_h.numpy(), rtol=0, atol=FORWARD_TOL)
     if config.cell == "lstm":
