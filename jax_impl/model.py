@@ -38,8 +38,6 @@ from jax.experimental import rnn as jax_rnn
 from common.checkpoint import param_shapes
 from common.config import Config
 
-KERNELS = ("scan", "cudnn")
-
 
 class Weights(NamedTuple):
     """One layer's weights as a step multiplies them: PyTorch's, transposed once before the scan.
@@ -149,10 +147,11 @@ def cudnn_lstm(params: dict, config: Config, x: jax.Array):
 
 
 @partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def recurrent(params: dict, config: Config, x: jax.Array, kernel: str = "scan", unroll: bool = False):
+def recurrent(params: dict, config: Config, x: jax.Array, kernel: str | None = None, unroll: bool = False):
     """As torch's nn.RNN/GRU/LSTM(batch_first=True) from zero state: out (B, T, H) of the top layer,
-    and h_n (L, B, H), or (h_n, c_n) for the LSTM."""
-    if kernel == "cudnn":
+    and h_n (L, B, H), or (h_n, c_n) for the LSTM. `kernel` (default: config.rnn_kernel) is
+    "scan" or "cudnn"; `unroll=True` is the inference form of the scan."""
+    if (kernel or config.rnn_kernel) == "cudnn":
         if config.cell != "lstm":
             raise ValueError(f"kernel 'cudnn' exists only for the LSTM in JAX, not for {config.cell!r}")
         return cudnn_lstm(params, config, x)
@@ -167,7 +166,7 @@ def recurrent(params: dict, config: Config, x: jax.Array, kernel: str = "scan", 
 
 
 @partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def forward(params: dict, config: Config, x: jax.Array, kernel: str = "scan", unroll: bool = False) -> jax.Array:
+def forward(params: dict, config: Config, x: jax.Array, kernel: str | None = None, unroll: bool = False) -> jax.Array:
     """Logits (B, classes) for x (B, T, F). `unroll=True` is the inference form (no gradients needed)."""
     out, _ = recurrent(params, config, x, kernel, unroll)  # (B, T, F) -> (B, T, H)
     features = out.reshape(out.shape[0], -1) if config.head == "all" else out[:, -1, :]  # (B, T*H) or (B, H)

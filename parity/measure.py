@@ -85,7 +85,7 @@ def relative_error(reference, other) -> float:
 # ---- forward --------------------------------------------------------------------------------------
 
 @partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def _jax_forward(params, config: Config, x, kernel: str = "scan", unroll: bool = False):
+def _jax_forward(params, config: Config, x, kernel: str | None = None, unroll: bool = False):
     # Both public entry points under one jit: one compilation per shape instead of two (the
     # forward grid's run time is almost all XLA compilation).
     out, state = jax_model.recurrent(params, config, x, kernel, unroll)
@@ -94,7 +94,7 @@ def _jax_forward(params, config: Config, x, kernel: str = "scan", unroll: bool =
 
 
 def forward_diffs(model: RecurrentClassifier, config: Config, images: np.ndarray,
-                  jax_params: dict | None = None, kernel: str = "scan", unroll: bool = False) -> dict[str, float]:
+                  jax_params: dict | None = None, kernel: str | None = None, unroll: bool = False) -> dict[str, float]:
     """Max abs difference of every step's output, the final h (and c) of every layer, and the logits.
     JAX runs on a copy of the torch model's weights unless `jax_params` are given; `kernel` and
     `unroll` pick its form (jax_impl.model)."""
