@@ -13,8 +13,6 @@ measured float32 sgemm peak (2048^3). Prints a markdown table; --out also writes
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,8 +21,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from common.atomic import atomic_write_json
+from common.cli import Parser
 from common.config import GATES, VARIANTS, Config
 from common.errors import UserError, run_cli
+from common.report import markdown_table
 
 
 def sgemm_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -137,24 +138,24 @@ def measure(variants: Sequence[str], batch_sizes: Sequence[int], rounds: int, bl
 
 
 def table(report: dict) -> str:
-    rows = ["| variant | batch | torch samples/s | jax samples/s | jax/torch | torch GFLOP/s (% peak) "
-            "| jax GFLOP/s (% peak) | jax compile s |", "|---|---|---|---|---|---|---|---|"]
+    head = ["variant", "batch", "torch samples/s", "jax samples/s", "jax/torch", "torch GFLOP/s (% peak)",
+            "jax GFLOP/s (% peak)", "jax compile s"]
     by_key = {(r["variant"], r["batch_size"], r["framework"]): r for r in report["results"]}
+    rows = []
     for variant, batch_size in dict.fromkeys((r["variant"], r["batch_size"]) for r in report["results"]):
         torch_, jax_ = by_key[variant, batch_size, "torch"], by_key[variant, batch_size, "jax"]
-        rows.append(f"| {variant} | {batch_size} | {torch_['samples_per_second']:.0f} | "
-                    f"{jax_['samples_per_second']:.0f} | {jax_['samples_per_second'] / torch_['samples_per_second']:.2f}x | "
-                    f"{torch_['gflops']:.1f} ({100 * torch_['fraction_of_peak']:.0f}%) | "
-                    f"{jax_['gflops']:.1f} ({100 * jax_['fraction_of_peak']:.0f}%) | {jax_['compile_seconds']:.1f} |")
+        rows.append([variant, batch_size, f"{torch_['samples_per_second']:.0f}", f"{jax_['samples_per_second']:.0f}",
+                     f"{jax_['samples_per_second'] / torch_['samples_per_second']:.2f}x",
+                     f"{torch_['gflops']:.1f} ({100 * torch_['fraction_of_peak']:.0f}%)",
+                     f"{jax_['gflops']:.1f} ({100 * jax_['fraction_of_peak']:.0f}%)", f"{jax_['compile_seconds']:.1f}"])
     peak = report["sgemm_peak_gflops"]
-    rows.append(f"\nload average {report['load_average_start']:.2f} -> {report['load_average_end']:.2f}, "
-                f"{report['cpu_count']} cores, sgemm peak {max(peak.values()):.0f} GFLOP/s, "
-                f"median of {report['rounds']} rounds of ~{report['block_seconds']} s blocks")
-    return "\n".join(rows)
+    return (f"{markdown_table(head, rows)}\n\nload average {report['load_average_start']:.2f} -> "
+            f"{report['load_average_end']:.2f}, {report['cpu_count']} cores, sgemm peak {max(peak.values()):.0f} GFLOP/s, "
+            f"median of {report['rounds']} rounds of ~{report['block_seconds']} s blocks")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.speed", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--rounds", type=int, default=5, help="rotations over all contenders (median taken)")
@@ -174,8 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = measure(args.variants, args.batch_sizes, args.rounds, args.block)
     print(table(report))
     if args.out:
-        with open(args.out, "w") as file:
-            json.dump(report, file, indent=2)
+        atomic_write_json(args.out, report)
     return report
 
 
