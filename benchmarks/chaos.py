@@ -9,7 +9,7 @@ torch and JAX from the shared initial weights (as `benchmarks.compare` does) and
 from a copy in which every weight moved by one ulp, up or down at random (a change of ~6e-8
 relative, the size of one rounding). If the torch-vs-torch gap (same code, one-ulp start) is as
 large as the torch-vs-JAX gap, the latter is the chaos of training, not a difference between
-the frameworks. Writes OUT/chaos.json and OUT/chaos.md. Finished runs are reused, among them
+the frameworks. Writes OUT/chaos.json and OUT/chaos.md (--update-docs: also into docs/RESULTS.md). Finished runs are reused, among them
 those of `benchmarks.compare` with the same --out and preset: only the one-ulp runs are new.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks.compare import DEFAULT_OUT
+from benchmarks.compare import DEFAULT_OUT, REFERENCE_DIR
 from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir, preset_config,
                               train_pairs)
 from common import checkpoint
@@ -29,7 +29,7 @@ from common.atomic import atomic_write_json, atomic_write_text
 from common.cli import Parser, add_data_dir
 from common.config import parse_variant
 from common.errors import run_cli
-from common.report import markdown_table
+from common.report import markdown_table, paste_between_markers, require_markers
 
 STARTS = ("shared", "one ulp off")
 
@@ -87,11 +87,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                              "are reused)")
     parser.add_argument("--jobs", type=int, default=None, help="runs at once, one per core by default")
     add_data_dir(parser)
+    parser.add_argument("--update-docs", action="store_true", help="paste the table into docs/RESULTS.md")
     args = parser.parse_args(argv)
     for variant in args.variants:
         parse_variant(variant)
     check_jobs(args.jobs)
-    return chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
+    docs = REFERENCE_DIR.parent / "docs" / "RESULTS.md"
+    if args.update_docs:
+        require_markers(docs, f"chaos:{args.preset}")
+    rows = chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
+    if args.update_docs:
+        paste_between_markers(docs, f"chaos:{args.preset}", (args.out / "chaos.md").read_text())
+    return rows
 
 
 if __name__ == "__main__":

@@ -36,12 +36,13 @@ from common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_te
 from common.cli import Parser, add_data_dir
 from common.config import VARIANTS, Config, parse_variant
 from common.errors import UserError, run_cli
-from common.report import markdown_table, paste_between_markers
+from common.report import markdown_table, paste_between_markers, require_markers
 from common.training import EXIT_INTERRUPTED
 
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
 DEFAULT_OUT = Path("runs/compare")
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results"  # committed: full runs only
+README = REFERENCE_DIR.parent / "README.md"
 QUICK_CHECKS = ("limit_train", "limit_test", "hidden_size")  # overrides that make a run not comparable
 
 
@@ -247,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                                    ("limit_train", args.limit_train), ("limit_test", args.limit_test))
                  if v is not None}
     check_out(args.out, overrides, args.update_readme)
+    if args.update_readme:
+        require_markers(README, readme_block(args.preset))
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         runs = compare(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
@@ -257,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
               file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if args.update_readme:
-        update_readme(REFERENCE_DIR.parent / "README.md", (args.out / "results.md").read_text(), args.preset)
+        update_readme(README, (args.out / "results.md").read_text(), args.preset)
     return runs
 
 

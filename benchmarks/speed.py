@@ -9,7 +9,8 @@ contenders run in rotation, each in a block of about --block seconds (the machin
 from minute to minute, and torch's and XLA's thread pools fight if interleaved tightly); we report
 the median over rounds. JAX's compile time is measured separately, before the rounds. Achieved
 GFLOP/s counts matmul FLOPs only (a training step ~ 3x the forward) and is compared with the
-measured float32 sgemm peak (2048^3). Prints a markdown table; --out also writes JSON.
+measured float32 sgemm peak (2048^3). Prints a markdown table; --out also writes JSON,
+--update-docs pastes the table into docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,7 +27,9 @@ from common.atomic import atomic_write_json
 from common.cli import Parser
 from common.config import GATES, VARIANTS, Config
 from common.errors import UserError, run_cli
-from common.report import markdown_table
+from common.report import markdown_table, paste_between_markers, require_markers
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def sgemm_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -163,12 +167,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's own, one per core)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--update-docs", action="store_true", help="paste the table into docs/PERFORMANCE.md")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     if args.rounds < 1 or args.block <= 0 or min(args.batch_sizes) < 1:
         raise UserError("--rounds and --batch-sizes must be at least 1 and --block positive")
+    if args.update_docs:
+        require_markers(DOCS / "PERFORMANCE.md", "speed")
     if args.torch_threads is not None:
         import torch
         torch.set_num_threads(max(1, args.torch_threads))
@@ -176,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(table(report))
     if args.out:
         atomic_write_json(args.out, report)
+    if args.update_docs:
+        paste_between_markers(DOCS / "PERFORMANCE.md", "speed", table(report))
     return report
 
 

@@ -28,8 +28,9 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
-def paste_between_markers(document: Path, name: str, markdown: str) -> None:
-    """Put `markdown` between the `name` markers in `document`, replacing what was there."""
+def require_markers(document: Path, name: str) -> tuple[str, re.Pattern]:
+    """`document`'s text and the pattern of its `name` block; call it before long work that
+    will paste there, so a missing block is reported at once."""
     start, end = markers(name)
     try:
         text = document.read_text()
@@ -38,4 +39,11 @@ def paste_between_markers(document: Path, name: str, markdown: str) -> None:
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
         raise UserError(f"{document} has no {start} ... {end} markers to put the table between")
+    return text, pattern
+
+
+def paste_between_markers(document: Path, name: str, markdown: str) -> None:
+    """Put `markdown` between the `name` markers in `document`, replacing what was there."""
+    text, pattern = require_markers(document, name)
+    start, end = markers(name)
     atomic_write_text(document, pattern.sub(lambda _: f"{start}\n{markdown.rstrip()}\n{end}", text))

@@ -3,6 +3,7 @@
     python -m parity.report                    # tutorial sizes: hidden 256, 2 layers, 28x28, batch 64
     python -m parity.report --sizes tiny       # hidden 8, seconds instead of minutes
     python -m parity.report --out parity.md    # also write the table to a file
+    python -m parity.report --update-docs      # paste it into docs/PARITY.md
 
 One row per cell x head, one column per check, all from `parity.measure` (the code the tests
 run), with the tolerance the tests assert under each column; a second table shows how the
@@ -29,7 +30,7 @@ from common.cli import Parser
 from common.config import variant_name
 from common.errors import run_cli
 from common.precision import exact_float32
-from common.report import markdown_table
+from common.report import markdown_table, paste_between_markers, require_markers
 from common.training import cpu_name
 from parity import measure, tolerances
 
@@ -120,12 +121,19 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser = Parser(prog="python -m parity.report", description=__doc__)
     parser.add_argument("--sizes", choices=list(SIZES), default="default", help="model and batch sizes")
     parser.add_argument("--out", help="also write the markdown to this file")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="paste the report into docs/PARITY.md (its --sizes default block)")
     args = parser.parse_args(argv)
+    docs = Path(__file__).resolve().parents[1] / "docs" / "PARITY.md"
+    if args.update_docs:
+        require_markers(docs, f"parity:{args.sizes}")  # docs hold the default sizes only
     exact_float32()
     text = report(args.sizes)
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text + "\n")
+    if args.update_docs:
+        paste_between_markers(docs, f"parity:{args.sizes}", text)
     return text
 
 

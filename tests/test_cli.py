@@ -31,6 +31,9 @@ BAD_INPUT = [(module, [*REQUIRED.get(module, []), "--no-such-flag"], "unrecogniz
     ("benchmarks.speed", ["--batch-sizes", "x"], "argument --batch-sizes: invalid int value: 'x'"),
     ("parity.report", ["--sizes", "huge"], "argument --sizes: invalid choice: 'huge'"),
     ("common.data", ["download"], "argument command: invalid choice: 'download'"),
+    # --update-docs into a block the docs do not have: refused before minutes of work
+    ("parity.report", ["--sizes", "tiny", "--update-docs"], "has no <!-- parity:tiny:start -->"),
+    ("benchmarks.chaos", ["--preset", "tuned", "--update-docs"], "has no <!-- chaos:tuned:start -->"),
 ]
 
 
