@@ -1,34 +1,35 @@
 """How far apart can two correct runs end? Each framework from the same weights, and from the same
 weights nudged by one float32 ulp.
 
-    python -m benchmarks.chaos --variants lstm-last                  # tutorial settings
-    python -m benchmarks.chaos --variants lstm-last --preset tuned --out results/tuned
+    python -m benchmarks.chaos --variants lstm-last                  # tutorial settings, into runs/compare
+    python -m benchmarks.chaos --variants lstm-last gru --out results  # beside the reference runs
 
 For each variant it trains, with the preset's settings and seed, in `--out`/runs/:
 torch and JAX from the shared initial weights (as `benchmarks.compare` does) and torch and JAX
 from a copy in which every weight moved by one ulp, up or down at random (a change of ~6e-8
 relative, the size of one rounding). If the torch-vs-torch gap (same code, one-ulp start) is as
 large as the torch-vs-JAX gap, the latter is the chaos of training, not a difference between
-the frameworks. Writes OUT/chaos.json and OUT/chaos.md. Finished runs are reused, among them
+the frameworks. Writes OUT/chaos.json and OUT/chaos.md (--update-docs: also into docs/RESULTS.md). Finished runs are reused, among them
 those of `benchmarks.compare` with the same --out and preset: only the one-ulp runs are new.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import itertools
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from benchmarks.compare import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir, preset_config,
-                                train_pairs)
+from benchmarks.compare import DEFAULT_OUT, REFERENCE_DIR
+from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir, preset_config,
+                              train_pairs)
 from common import checkpoint
 from common.atomic import atomic_write_json, atomic_write_text
+from common.cli import Parser, add_data_dir
 from common.config import parse_variant
 from common.errors import run_cli
+from common.report import markdown_table, paste_between_markers, require_markers
 
 STARTS = ("shared", "one ulp off")
 
@@ -67,13 +68,10 @@ def chaos(variants: Sequence[str], out: Path, *, preset: str, jobs: int | None =
                      "torch - torch one ulp off": a[("torch", "shared")] - a[("torch", "one ulp off")],
                      "jax - jax one ulp off": a[("jax", "shared")] - a[("jax", "one ulp off")]})
     head = list(rows[0])
-    lines = [f"`python -m benchmarks.chaos --preset {preset} --variants {' '.join(variants)}` — "
-             f"{summaries[0]['machine']['processor']}; {datetime.date.today()}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        lines.append("| " + " | ".join([row["variant"]] + [f"{100 * row[k]:.2f}%" for k in head[1:5]]
-                                       + [f"{100 * row[k]:+.2f}" for k in head[5:]]) + " |")
-    markdown = "\n".join(lines) + "\n"
+    cells = [[row["variant"]] + [f"{100 * row[k]:.2f}%" for k in head[1:5]] + [f"{100 * row[k]:+.2f}" for k in head[5:]]
+             for row in rows]
+    markdown = (f"`python -m benchmarks.chaos --preset {preset} --variants {' '.join(variants)}` — "
+                f"{summaries[0]['machine']['processor']}; {datetime.date.today()}\n\n{markdown_table(head, cells)}\n")
     atomic_write_json(out / "chaos.json", {"preset": preset, "rows": rows})
     atomic_write_text(out / "chaos.md", markdown)
     print(markdown)
@@ -81,18 +79,26 @@ def chaos(variants: Sequence[str], out: Path, *, preset: str, jobs: int | None =
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.chaos", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=["lstm-last"], help="variants to train")
     parser.add_argument("--preset", default="default", choices=PRESETS)
-    parser.add_argument("--out", type=Path, default=Path("results"),
-                        help="results folder; the default reuses compare's runs of the same preset")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"results folder (default: {DEFAULT_OUT}, where compare's runs of the same preset "
+                             "are reused)")
     parser.add_argument("--jobs", type=int, default=None, help="runs at once, one per core by default")
-    parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DIR or data/mnist)")
+    add_data_dir(parser)
+    parser.add_argument("--update-docs", action="store_true", help="paste the table into docs/RESULTS.md")
     args = parser.parse_args(argv)
     for variant in args.variants:
         parse_variant(variant)
     check_jobs(args.jobs)
-    return chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
+    docs = REFERENCE_DIR.parent / "docs" / "RESULTS.md"
+    if args.update_docs:
+        require_markers(docs, f"chaos:{args.preset}")
+    rows = chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
+    if args.update_docs:
+        paste_between_markers(docs, f"chaos:{args.preset}", (args.out / "chaos.md").read_text())
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,161 +1,75 @@
 """The comparison report: train every variant in both frameworks, export to ONNX, tabulate.
 
-    python -m benchmarks.compare                        # 4 variants x {torch, jax}, tutorial settings
-    python -m benchmarks.compare --preset tuned --out results-tuned/
+    python -m benchmarks.compare                        # 4 variants x {torch, jax}, tutorial settings, into runs/compare
     python -m benchmarks.compare --variants lstm-last --frameworks torch --epochs 1
+    python -m benchmarks.compare --out results --update-readme                        # the reference tables
+    python -m benchmarks.compare --preset tuned --out results/tuned --update-readme
 
 Each (variant, framework) pair trains on full MNIST from the common loader with the same seed
 into OUT/runs/<preset>-<framework>-<variant>/. Both frameworks start from the same weights:
 torch's initialisation with the run's seed (what `torch_impl.train --seed N` starts from), saved
 once as OUT/runs/<preset>-init-<variant>.safetensors; --independent-init gives each framework
 its own initialiser instead (same distributions, different random numbers). A finished pair is
-not trained again (use --rerun); an interrupted one resumes from its last checkpoint. Every torch- and JAX-trained
-model is exported through the torch model to ONNX and its onnxruntime test accuracy checked
-against the source model's. Writes OUT/results.json, OUT/results.md and OUT/curves.png;
---update-readme copies the table into README.md between its results markers.
+not trained again (use --rerun); an interrupted one resumes from its last checkpoint. Every
+torch- and JAX-trained model is exported through the torch model to ONNX and its onnxruntime
+test accuracy checked against the source model's. Writes OUT/results.json, OUT/results.md and
+OUT/curves.png; --update-readme copies the table into README.md between its results markers.
+
+OUT defaults to runs/compare (git-ignored). The committed reference results live in results/:
+write there only on purpose (`--out results`), and never with a quick check (--limit-train,
+--limit-test, --hidden-size): those are refused there, and their table says they are limited.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import io
 import json
-import os
 import platform
-import queue
-import re
-import shlex
-import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from common import checkpoint
+from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir,  # noqa: F401
+                              preset_config, train_pairs)
 from common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from common.config import VARIANTS, Config, config_argv, parse_variant
+from common.cli import Parser, add_data_dir
+from common.config import VARIANTS, Config, parse_variant
 from common.errors import UserError, run_cli
+from common.report import markdown_table, paste_between_markers, require_markers
 from common.training import EXIT_INTERRUPTED
 
-FRAMEWORKS = ("torch", "jax")
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
-# Tuned: pixel normalisation, cosine decay and gradient clipping over 5 epochs (see README).
-PRESETS = {
-    "default": {},
-    "tuned": {"epochs": 5, "normalize": True, "schedule": "cosine", "grad_clip": 1.0, "lr": 0.001},
-}
-README_MARKERS = "<!-- results:{preset}:start -->", "<!-- results:{preset}:end -->"  # one block per preset
+DEFAULT_OUT = Path("runs/compare")
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results"  # committed: full runs only
+README = REFERENCE_DIR.parent / "README.md"
+QUICK_CHECKS = ("limit_train", "limit_test", "hidden_size")  # overrides that make a run not comparable
 
 
-def preset_config(preset: str, variant: str, overrides: dict | None = None) -> Config:
-    cell, head = parse_variant(variant)
-    return Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
+def readme_block(preset: str) -> str:
+    """The name of the README's markers for a preset's table (one block per preset)."""
+    return f"results:{preset}"
 
 
-def init_path(out: Path, preset: str, variant: str) -> Path:
-    """Where a variant's shared initial weights live (compare and chaos reuse each other's)."""
-    return out / "runs" / f"{preset}-init-{variant}.safetensors"
+def check_out(out: Path, overrides: dict, update_readme: bool) -> None:
+    """Refuse to put a quick check where the reference results (or the README's tables) live."""
+    quick = [f"--{name.replace('_', '-')} {overrides[name]}" for name in QUICK_CHECKS if name in overrides]
+    if not quick:
+        return
+    if out.resolve().is_relative_to(REFERENCE_DIR):
+        raise UserError(f"{out} holds the reference results (full MNIST, full size); a quick check "
+                        f"({', '.join(quick)}) goes elsewhere: drop --out (default {DEFAULT_OUT}) or choose another")
+    if update_readme:
+        raise UserError(f"--update-readme pastes reference tables; drop it for a quick check ({', '.join(quick)})")
 
 
-def pair_dir(out: Path, preset: str, framework: str, variant: str) -> Path:
-    return out / "runs" / f"{preset}-{framework}-{variant}"
-
-
-def check_jobs(jobs: int | None) -> None:
-    if jobs is not None and jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
-
-
-def check_same_settings(saved: dict, config: Config, where: Path) -> None:
-    """Refuse to reuse or resume work done with other settings than this run's."""
-    wanted = config.to_dict()
-    diffs = [f"{name} {saved.get(name)!r} (now {value!r})" for name, value in wanted.items() if saved.get(name) != value]
-    if diffs:
-        raise UserError(f"{where} was made with other settings: {', '.join(diffs)}; "
-                        "use another --out, or --rerun to replace it")
-
-
-def initial_weights(config: Config, path: Path) -> Path:
-    """Torch's initial weights for `config` (seeded by config.seed), written once to `path`."""
-    if path.exists():
-        check_same_settings(checkpoint.load_model(path)[1].to_dict(), config, path)
-    else:
-        from torch_impl.train import TorchBackend
-
-        params = TorchBackend(config, "cpu").get_params()
-        checkpoint.save_model(path, params, config, framework="torch (initial weights)")
-    return path
-
-
-def available_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
-def core_groups(jobs: int) -> list[list[int]]:
-    """Split this process's cores into `jobs` disjoint groups, one per concurrent pair."""
-    cores = available_cores()
-    size = max(1, len(cores) // jobs)
-    return [cores[k * size:(k + 1) * size] or cores for k in range(jobs)]
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment that holds torch (OpenMP/MKL) and XLA's CPU client to `threads` threads."""
-    xla = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip()}
-
-
-def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: bool, cores: list[int],
-             init_from: Path | None = None) -> dict:
-    """Train one pair in its own process on `cores` (or reuse/resume it), from `init_from`'s weights if given.
-
-    The pair runs the trainer's CLI, `python -m <framework>_impl.train`, so what compare does is
-    what a user can rerun by hand: the command is in the pair's train.log and results.json.
-    Returns the trainer's summary.
-    """
-    label = run_dir.name  # e.g. default-torch-gru
-    summary_path = run_dir / "summary.json"
-    if (run_dir / "config.json").exists() and not rerun:
-        check_same_settings(json.loads((run_dir / "config.json").read_text())["config"], config, run_dir)
-    if summary_path.exists() and not rerun:
-        print(f"== {label}: done earlier, reusing {run_dir}", flush=True)
-        how = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
-        return {**json.loads(summary_path.read_text()), **how, "reused": True, "resumed": False}
-    resume = (run_dir / "train_state.safetensors").exists() and not rerun
-    if run_dir.exists() and not resume:  # nothing to resume: start afresh
-        shutil.rmtree(run_dir)
-    if resume:
-        argv = ["--resume", str(run_dir)]
-    else:
-        argv = config_argv(config) + ["--out", str(run_dir)] + (["--init-from", str(init_from)] if init_from else [])
-        argv += ["--data-dir", str(data_dir)] if data_dir else []
-    command = [sys.executable, "-m", f"{framework}_impl.train", *argv, "--no-progress"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"== {label}: {'resuming' if resume else 'training'} in {run_dir} on core(s) {cores}", flush=True)
-    started = time.perf_counter()
-    with open(run_dir / "train.log", "a") as log:
-        log.write("$ " + shlex.join(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, **thread_env(len(cores))})
-        if hasattr(os, "sched_setaffinity"):  # before the child has imported torch or jax and made its threads
-            os.sched_setaffinity(process.pid, cores)
-        last = ""
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            last = line.strip() or last
-            print(f"[{label}] {line}", end="", flush=True)
-        process.wait()
-    if process.returncode != 0:
-        raise UserError(f"{label} failed (exit {process.returncode}): {last} — full log in {run_dir / 'train.log'}; "
-                        "run the same command again to resume")
-    summary = json.loads(summary_path.read_text())
-    how = {"command": shlex.join(command), "cores": cores, "wall_seconds": time.perf_counter() - started}
-    atomic_write_json(run_dir / "compare.json", how)  # how this pair ran, for the report when it is reused
-    return {**summary, **how, "reused": False, "resumed": resume}
+def limits_note(config: dict) -> str:
+    """A line above the table of a run on part of MNIST or a smaller model ('' for a full run)."""
+    parts = [f"first {config[name]:,} {what} images" for name, what in (("limit_train", "training"),
+                                                                          ("limit_test", "test")) if config.get(name)]
+    if config.get("hidden_size") != Config().hidden_size:
+        parts.append(f"hidden size {config['hidden_size']}")
+    return f"**Limited run, not comparable with the reference:** {', '.join(parts)}.\n\n" if parts else ""
 
 
 def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
@@ -179,6 +93,14 @@ def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
     return result
 
 
+def loss_points(records: list[dict]) -> tuple[list[int], list[float]]:
+    """(steps, train losses) to plot: one per log interval, or per epoch when the run was
+    shorter than one log interval (so the panel is never empty)."""
+    points = [(r["step"], r["loss"]) for r in records if "loss" in r] or \
+             [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    return [step for step, _ in points], [loss for _, loss in points]
+
+
 def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: Path) -> None:
     import matplotlib
 
@@ -193,12 +115,12 @@ def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: P
             records = metrics.get((framework, variant))
             if not records:
                 continue
-            steps = [r for r in records if "loss" in r]
             epochs = [r for r in records if "test_accuracy" in r]
-            loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], style, label=framework)
+            steps, losses = loss_points(records)
+            loss_ax.plot(steps, losses, style + ("o" if len(steps) < 3 else ""), label=framework)
             acc_ax.plot([r["epoch"] for r in epochs], [100 * r["test_accuracy"] for r in epochs], style + "o",
                         label=framework)
-        loss_ax.set(title=variant, xlabel="step", ylabel="train loss (per log interval)", yscale="log")
+        loss_ax.set(title=variant, xlabel="step", ylabel="train loss (per log interval or epoch)", yscale="log")
         acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
         if variant in REFERENCE:
             acc_ax.axhline(100 * REFERENCE[variant], color="grey", lw=0.8, label="tutorial")
@@ -223,11 +145,11 @@ def table(runs: list[dict], command: str, wall_seconds: float | None, jobs: int)
     head += ["torch - jax"] if len(frameworks) == 2 else []
     head.append("parameters")
     wall = f", {wall_seconds / 60:.1f} min in all" if wall_seconds else ""
-    lines = [f"`{command}` — {first['machine']['processor']}, {first['machine']['cpu_count']} cores, "
-             f"{'pairs in parallel' if jobs > 1 else 'one pair at a time'}, each on "
-             f"{len(first.get('cores') or [])} core(s){wall}; {versions}, "
-             f"python {first['versions']['python']}; {first['date'][:10]}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    caption = (f"`{command}` — {first['machine']['processor']}, {first['machine']['cpu_count']} cores, "
+               f"{'pairs in parallel' if jobs > 1 else 'one pair at a time'}, each on "
+               f"{len(first.get('cores') or [])} core(s){wall}; {versions}, "
+               f"python {first['versions']['python']}; {first['date'][:10]}")
+    rows = []
     for variant in dict.fromkeys(run["variant"] for run in runs):
         cells = [variant, f"{100 * REFERENCE[variant]:.2f}%" if variant in REFERENCE else "—"]
         for framework in frameworks:
@@ -242,40 +164,13 @@ def table(runs: list[dict], command: str, wall_seconds: float | None, jobs: int)
             pair = [by_key.get((framework, variant)) for framework in frameworks]
             cells.append("—" if None in pair else f"{100 * (pair[0]['test_accuracy'] - pair[1]['test_accuracy']):+.2f}")
         cells.append(f"{next(r for r in runs if r['variant'] == variant)['parameters']:,}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return f"{limits_note(first['config'])}{caption}\n\n{markdown_table(head, rows)}\n"
 
 
 def update_readme(readme: Path, markdown: str, preset: str) -> None:
-    """Put `markdown` between the preset's markers in `readme`, replacing what was there."""
-    start, end = (marker.format(preset=preset) for marker in README_MARKERS)
-    text = readme.read_text()
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise UserError(f"{readme} has no {start} ... {end} markers to put the table between")
-    atomic_write_text(readme, pattern.sub(lambda _: f"{start}\n{markdown}{end}", text))
-
-
-def train_pairs(pairs: Sequence[tuple[str, Config, Path, Path | None]], *, jobs: int | None, data_dir,
-                rerun: bool) -> tuple[list[dict], int]:
-    """Train (framework, config, run_dir, init_from) pairs, `jobs` at a time (default: one per core),
-    each process on its own cores. Returns the summaries in order, and the number of jobs."""
-    groups = core_groups(min(jobs or len(available_cores()), len(pairs)))
-    free = queue.SimpleQueue()  # each running pair holds one group of cores: they never share one
-    for group in groups:
-        free.put(group)
-
-    def train(pair):
-        framework, config, run_dir, init_from = pair
-        cores = free.get()
-        try:
-            return run_pair(framework, config, run_dir, data_dir=data_dir, rerun=rerun, cores=cores,
-                            init_from=init_from)
-        finally:
-            free.put(cores)
-
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        return list(pool.map(train, pairs)), len(groups)
+    """Put `markdown` between the preset's results markers in `readme`, replacing what was there."""
+    paste_between_markers(readme, readme_block(preset), markdown)
 
 
 def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, preset: str = "default",
@@ -325,7 +220,7 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.compare", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variants to train")
     parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     parser.add_argument("--preset", default="default", choices=PRESETS, help="tutorial settings or tuned ones")
@@ -334,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--hidden-size", type=int, help="override the hidden size (quick checks)")
     parser.add_argument("--limit-train", type=int, help="train on the first N images (quick checks)")
     parser.add_argument("--limit-test", type=int, help="evaluate on the first N images (quick checks)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
-    parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DIR or data/mnist)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"results folder (default: {DEFAULT_OUT}; the committed reference: results)")
+    add_data_dir(parser)
     parser.add_argument("--rerun", action="store_true", help="train finished pairs again")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX export check")
     parser.add_argument("--jobs", type=int, default=None,
@@ -351,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("hidden_size", args.hidden_size),
                                    ("limit_train", args.limit_train), ("limit_test", args.limit_test))
                  if v is not None}
+    check_out(args.out, overrides, args.update_readme)
+    if args.update_readme:
+        require_markers(README, readme_block(args.preset))
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         runs = compare(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
@@ -361,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
               file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if args.update_readme:
-        update_readme(Path("README.md"), (args.out / "results.md").read_text(), args.preset)
+        update_readme(README, (args.out / "results.md").read_text(), args.preset)
     return runs
 
 

@@ -20,7 +20,6 @@ loans. The GPU machine needs nothing installed: carry MNIST as a small folder ma
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from common.atomic import atomic_write_json, atomic_write_text
+from common.cli import Parser
 from common.errors import UserError, run_cli
 
 PY = sys.executable
@@ -194,7 +194,7 @@ def check(out: Path, data_dir: str | None, quick: bool, command: str, budget: fl
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.gpu_check", description=__doc__)
     parser.add_argument("--out", required=True, help="folder for report.md, report.json and the logs")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DIR or data/mnist)")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run at toy sizes")

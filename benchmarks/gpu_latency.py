@@ -11,7 +11,6 @@ result (torch.cuda.synchronize, block_until_ready), so the times include the dev
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Callable, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from benchmarks.latency import measure_rotated
 from common.config import Config
+from common.cli import Parser
 from common.errors import UserError, run_cli
 from common.precision import exact_float32
 
@@ -84,7 +84,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_latency", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.gpu_latency", description=__doc__)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
     parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")

@@ -13,7 +13,6 @@ The differences between rows attribute the step's time; see docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Callable, Sequence
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from benchmarks.latency import measure_rotated
 from common.config import Config, parse_variant
+from common.cli import Parser
 from common.errors import UserError, run_cli
 
 
@@ -108,7 +108,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--variant", default="lstm-last")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="rotations over all pieces (median taken)")

@@ -12,24 +12,29 @@ CPU, cuDNN on GPU), `jax` (the jax.lax.scan reference) and, for the LSTM variant
 pools fight if interleaved tightly); we report the median over rounds. JAX's compile time is
 measured separately, before the rounds. Achieved GFLOP/s counts matmul FLOPs only (a training
 step ~ 3x the forward) against the measured float32 matmul peak (2048^3, TF32 off). Prints the
-CPU or GPU, the load and a markdown table; --json also writes the numbers.
+CPU or GPU, the load and a markdown table; --json also writes the numbers, --update-docs
+pastes the table into docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from common.atomic import atomic_write_json
+from common.cli import Parser
 from common.config import GATES, VARIANTS, Config
 from common.errors import UserError, run_cli
 from common.precision import exact_float32
+from common.report import markdown_table, paste_between_markers, require_markers
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 KERNELS = ("torch", "jax", "jax-cudnn")
 
 
@@ -149,28 +154,25 @@ def measure(variants: Sequence[str], batch_sizes: Sequence[int], rounds: int, bl
 def table(report: dict) -> str:
     """One row per variant and batch size: samples/s of each kernel, its ratio to torch, % of peak."""
     kernels = [k for k in KERNELS if any(r["kernel"] == k for r in report["results"])]
-    header = ["variant", "batch"] + [f"{k} samples/s" for k in kernels] + [f"{k}/torch" for k in kernels[1:]] \
+    head = ["variant", "batch"] + [f"{k} samples/s" for k in kernels] + [f"{k}/torch" for k in kernels[1:]] \
         + [f"{k} % peak" for k in kernels] + ["jax compile s"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     by_key = {(r["variant"], r["batch_size"], r["kernel"]): r for r in report["results"]}
+    rows = []
     for variant, batch_size in dict.fromkeys((r["variant"], r["batch_size"]) for r in report["results"]):
         row = [by_key.get((variant, batch_size, k)) for k in kernels]
         torch_speed = row[0]["samples_per_second"]
-        cells = [variant, str(batch_size)]
-        cells += [f"{r['samples_per_second']:.0f}" if r else "-" for r in row]
-        cells += [f"{r['samples_per_second'] / torch_speed:.2f}x" if r else "-" for r in row[1:]]
-        cells += [f"{100 * r['fraction_of_peak']:.0f}%" if r else "-" for r in row]
-        cells += [f"{row[1]['compile_seconds']:.1f}"]
-        rows.append("| " + " | ".join(cells) + " |")
-    rows.append(f"\n{report['device']}; load average {report['load_average_start']:.2f} -> "
-                f"{report['load_average_end']:.2f} on {report['cpu_count']} cores; float32 matmul peak "
-                f"{report['matmul_peak_gflops']:.0f} GFLOP/s; median of {report['rounds']} rounds of "
-                f"~{report['block_seconds']} s blocks; torch {report['torch']}, jax {report['jax']}")
-    return "\n".join(rows)
+        rows.append([variant, batch_size] + [f"{r['samples_per_second']:.0f}" if r else "-" for r in row]
+                    + [f"{r['samples_per_second'] / torch_speed:.2f}x" if r else "-" for r in row[1:]]
+                    + [f"{100 * r['fraction_of_peak']:.0f}%" if r else "-" for r in row]
+                    + [f"{row[1]['compile_seconds']:.1f}"])
+    return (f"{markdown_table(head, rows)}\n\n{report['device']}; load average {report['load_average_start']:.2f} -> "
+            f"{report['load_average_end']:.2f} on {report['cpu_count']} cores; float32 matmul peak "
+            f"{report['matmul_peak_gflops']:.0f} GFLOP/s; median of {report['rounds']} rounds of "
+            f"~{report['block_seconds']} s blocks; torch {report['torch']}, jax {report['jax']}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.speed", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -179,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's own, one per core)")
     parser.add_argument("--json", default=None, help="also write the numbers here")
+    parser.add_argument("--update-docs", action="store_true", help="paste the table into docs/PERFORMANCE.md")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -186,14 +189,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.rounds < 1 or args.block_seconds <= 0 or min(args.batch_sizes) < 1:
         raise UserError("--rounds and --batch-sizes must be at least 1 and --block-seconds positive")
     exact_float32()
+    if args.update_docs:
+        require_markers(DOCS / "PERFORMANCE.md", "speed")
     if args.torch_threads is not None:
         import torch
         torch.set_num_threads(max(1, args.torch_threads))
     report = measure(args.variants, args.batch_sizes, args.rounds, args.block_seconds, args.device)
     print(table(report))
     if args.json:
-        from common.atomic import atomic_write_json
         atomic_write_json(args.json, report)
+    if args.update_docs:
+        paste_between_markers(DOCS / "PERFORMANCE.md", "speed", table(report))
     return report
 
 

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from common.cli import DATA_DIR_HELP, Parser
 from common.errors import UserError
 
 CELLS = ("rnn", "gru", "lstm")
@@ -118,7 +119,7 @@ class Config:
 class RunOptions:
     """How a run is carried out; none of it changes the numbers."""
 
-    data_dir: str | None = _opt("MNIST folder (default: $MNIST_DIR or data/mnist)", default=None)
+    data_dir: str | None = _opt(DATA_DIR_HELP, default=None)
     out: str | None = _opt("output folder (default: runs/<framework>-<variant>-<time>)", default=None)
     init_from: str | None = _opt("start from the weights of this model.safetensors", default=None)
     eval_only: bool = _opt("only evaluate (the --init-from weights) on the test set", default=False)
@@ -141,11 +142,6 @@ class RunOptions:
             raise UserError("--resume continues a run with its own weights; drop --init-from")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the whole usage text
-        raise UserError(f"{message} (see --help)")
-
-
 _METAVARS = {"data_dir": "DIR", "out": "DIR", "resume": "RUN_DIR", "init_from": "CKPT", "limit_train": "N",
              "limit_test": "N", "seed": "N", "epochs": "N", "lr": "X", "grad_clip": "X"}
 
@@ -159,8 +155,14 @@ def _value_type(field_: dataclasses.Field):
     return int if field_.name.startswith("limit_") else str
 
 
+def _with_default(field_: dataclasses.Field) -> str:
+    """The field's help, with its default unless the help already says it (or there is none)."""
+    text = field_.metadata["help"]
+    return text if "default" in text or field_.default is None else f"{text} (default: {field_.default})"
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="Train or evaluate a recurrent MNIST classifier.")
+    parser = Parser(prog=prog, description="Train or evaluate a recurrent MNIST classifier.")
     parser.add_argument("--variant", default=None,
                         help=f"one of {', '.join(VARIANTS)} (or rnn-last, gru-last); sets --cell and --head "
                              "(default: lstm-last)")
@@ -176,7 +178,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                 parser.add_argument(flag, action="store_true", default=None, help=field_.metadata["help"])
             else:
                 parser.add_argument(flag, type=kind, default=None, metavar=_METAVARS.get(field_.name, kind.__name__.upper()),
-                                    help=f"{field_.metadata['help']} (default: {field_.default})")
+                                    help=_with_default(field_))
     return parser
 
 

@@ -11,9 +11,7 @@ every framework.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
-import hashlib
 import os
 import shutil
 import subprocess
@@ -28,7 +26,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from common.atomic import atomic_write_bytes
+from common.cli import Parser, add_data_dir
 from common.errors import UserError, run_cli
+from common.files import read_maybe_gzip, sha256_bytes
 
 DEFAULT_DIR = "data/mnist"
 MEAN, STD = 0.1307, 0.3081
@@ -52,6 +52,12 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get("MNIST_DIR") or DEFAULT_DIR)
 
 
+def fetch_hint(data_dir: str | os.PathLike | None) -> str:
+    """The command that puts MNIST where this run looks, with an absolute path: it works
+    from any working directory."""
+    return f"run `python -m common.data fetch --data-dir {resolve_data_dir(data_dir).resolve()}`"
+
+
 def find_file(data_dir: Path, name: str) -> Path | None:
     """The file `name` (raw or .gz) in `data_dir` or torchvision's `data_dir/MNIST/raw`."""
     for folder in (data_dir, data_dir / "MNIST" / "raw"):
@@ -62,13 +68,11 @@ def find_file(data_dir: Path, name: str) -> Path | None:
 
 
 def read_bytes(path: Path) -> bytes:
+    """The idx file's bytes, gunzipped when it is gzip (by content, as every reader here does)."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as file:
-                return file.read()
-        return path.read_bytes()
+        return read_maybe_gzip(path)
     except (OSError, EOFError, zlib.error) as error:
-        raise UserError(f"cannot read {path}: {error}; delete it and run `python -m common.data fetch`") from None
+        raise UserError(f"cannot read {path}: {error}; delete it and {fetch_hint(path.parent)}") from None
 
 
 def parse_idx(data: bytes, magic: int, name: str = "idx data") -> np.ndarray:
@@ -118,19 +122,19 @@ def load_split(split: str, data_dir=None, *, limit: int | None = None, normalize
     """Load `train` or `test`, first `limit` samples; errors say how to fix them."""
     data_dir = resolve_data_dir(data_dir)
     if not data_dir.is_dir():
-        raise UserError(f"MNIST folder {data_dir} does not exist; run `python -m common.data fetch --data-dir {data_dir}`")
+        raise UserError(f"MNIST folder {data_dir.resolve()} does not exist; {fetch_hint(data_dir)}")
     arrays, digests = [], {}
     for name, magic in zip(FILES[split], (IMAGE_MAGIC, LABEL_MAGIC)):
         path = find_file(data_dir, name)
         if path is None:
-            raise UserError(f"{name} not found in {data_dir}; run `python -m common.data fetch --data-dir {data_dir}`")
+            raise UserError(f"{name} not found in {data_dir.resolve()}; {fetch_hint(data_dir)}")
         data = read_bytes(path)
-        digests[name] = hashlib.sha256(data).hexdigest()
+        digests[name] = sha256_bytes(data)
         arrays.append(parse_idx(data, magic, str(path)))
     images, labels = arrays
     if len(images) != len(labels):
         raise UserError(f"{split} split of {data_dir} has {len(images)} images but {len(labels)} labels; "
-                        "re-fetch with `python -m common.data fetch`")
+                        f"{fetch_hint(data_dir)} to fetch it again")
     if limit is not None:
         if limit > len(labels):
             raise UserError(f"--limit-{split} {limit} exceeds the {len(labels)} {split} images")
@@ -170,7 +174,8 @@ def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: i
 # ---- fetching ---------------------------------------------------------------------------------
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(read_bytes(path)).hexdigest()
+    """sha256 of the uncompressed idx data (what SHA256 lists), whether stored raw or gzipped."""
+    return sha256_bytes(read_bytes(path))
 
 
 def verify(data_dir) -> list[str]:
@@ -223,7 +228,7 @@ def fetch(data_dir=None) -> Path:
             for name in SHA256:  # rename is atomic: never a half-written idx file
                 os.replace(folder / name, data_dir / name)
             return data_dir
-    raise UserError(f"could not download MNIST ({'; '.join(errors)}); copy the four idx files into {data_dir}")
+    raise UserError(f"could not download MNIST ({'; '.join(errors)}); copy the four idx files into {data_dir.resolve()}")
 
 
 def pack(data_dir, dest) -> Path:
@@ -240,10 +245,11 @@ def pack(data_dir, dest) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m common.data", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["fetch", "verify", "pack"])
+    parser = Parser(prog="python -m common.data", description=__doc__)
+    parser.add_argument("command", choices=["fetch", "verify", "pack"],
+                        help="fetch: download and verify; verify: check only; pack: gzipped copies into DEST")
     parser.add_argument("dest", nargs="?", help="pack: the folder to write the .gz files to")
-    parser.add_argument("--data-dir", default=None, help=f"default: $MNIST_DIR or {DEFAULT_DIR}")
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
     if (args.command == "pack") != (args.dest is not None):
@@ -252,12 +258,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"MNIST packed into {pack(data_dir, args.dest)} (4 .gz files)")
     elif args.command == "fetch":
         fetch(data_dir)
-        print(f"MNIST ready in {data_dir} (sha256 verified)")
+        print(f"MNIST ready in {data_dir.resolve()} (sha256 verified)")
     else:
         problems = verify(data_dir)
         if problems:
-            raise UserError(f"{data_dir}: {'; '.join(problems)}; run `python -m common.data fetch`")
-        print(f"MNIST in {data_dir} verified")
+            raise UserError(f"{data_dir.resolve()}: {'; '.join(problems)}; {fetch_hint(data_dir)}")
+        print(f"MNIST in {data_dir.resolve()} verified")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 
 # Exit status for bad input (argparse uses 2 for usage errors too).
 EXIT_USER_ERROR = 2
+# Exit status when the machine, not the input, failed us (the disk filled up).
+EXIT_FAULT = 1
 
 
 class UserError(Exception):
@@ -14,11 +16,20 @@ class UserError(Exception):
     The message is one line saying what was wrong and how to fix it.
     """
 
+    exit_status = EXIT_USER_ERROR
+
+
+class DiskFullError(UserError):
+    """A write ran out of disk space: the file being written was left as it was."""
+
+    exit_status = EXIT_FAULT
+
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Run a CLI entry point, turning a UserError into `error: ...` and exit status 2."""
+    """Run a CLI entry point, turning a UserError into `error: ...` and its exit status
+    (2 for bad input, 1 for a full disk). Any other exception is a bug: its traceback stays."""
     try:
         main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(error.exit_status)

@@ -3,6 +3,7 @@
     python -m parity.report                    # tutorial sizes: hidden 256, 2 layers, 28x28, batch 64
     python -m parity.report --sizes tiny       # hidden 8, seconds instead of minutes
     python -m parity.report --out parity.md    # also write the table to a file
+    python -m parity.report --update-docs      # paste it into docs/PARITY.md
 
 One row per cell x head, one column per check, all from `parity.measure` (the code the tests
 run), with the tolerance the tests assert under each column; a second table shows how the
@@ -12,7 +13,6 @@ backends' train_step on synthetic batches from the common loader.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import time
@@ -26,8 +26,11 @@ import torch
 
 from common import data
 from common.atomic import atomic_write_text
+from common.cli import Parser
 from common.config import variant_name
+from common.errors import run_cli
 from common.precision import exact_float32
+from common.report import markdown_table, paste_between_markers, require_markers
 from common.training import cpu_name
 from parity import measure, tolerances
 
@@ -71,23 +74,17 @@ def measure_variant(cell: str, head: str, sizes: dict) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
-    for variant, row in rows.items():
-        lines.append(f"| {variant} | " + " | ".join(f"{row[key]:.1e}" if key in row else "-" for key, _, _ in COLUMNS)
-                     + " |")
-    lines.append("| *tolerance* | " + " | ".join(f"*{tol:.0e}*" if tol else "" for _, _, tol in COLUMNS) + " |")
-    return "\n".join(lines)
+    body = [[variant] + [f"{row[key]:.1e}" if key in row else "-" for key, _, _ in COLUMNS] for variant, row in rows.items()]
+    body.append(["*tolerance*"] + [f"*{tol:.0e}*" if tol else "" for _, _, tol in COLUMNS])
+    return markdown_table(["variant"] + [title for _, title, _ in COLUMNS], body)
 
 
 def growth_table(rows: dict[str, dict]) -> str:
     """Max abs param difference after steps 1, 5, 10, 20: torch vs JAX, then torch f32 vs f64."""
     titles = [f"{who}, step {step}" for who in ("torch vs JAX", "f32 vs f64") for step in GROWTH_AT]
-    lines = ["| variant | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
-    for variant, row in rows.items():
-        cells = [f"{row['gaps'][key][step - 1]:.1e}" for key in ("params", "params_f64") for step in GROWTH_AT]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    body = [[variant] + [f"{row['gaps'][key][step - 1]:.1e}" for key in ("params", "params_f64") for step in GROWTH_AT]
+            for variant, row in rows.items()]
+    return markdown_table(["variant"] + titles, body)
 
 
 def report(sizes_name: str) -> str:
@@ -121,17 +118,24 @@ def report(sizes_name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m parity.report", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m parity.report", description=__doc__)
     parser.add_argument("--sizes", choices=list(SIZES), default="default", help="model and batch sizes")
     parser.add_argument("--out", help="also write the markdown to this file")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="paste the report into docs/PARITY.md (its --sizes default block)")
     args = parser.parse_args(argv)
+    docs = Path(__file__).resolve().parents[1] / "docs" / "PARITY.md"
+    if args.update_docs:
+        require_markers(docs, f"parity:{args.sizes}")  # docs hold the default sizes only
     exact_float32()
     text = report(args.sizes)
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text + "\n")
+    if args.update_docs:
+        paste_between_markers(docs, f"parity:{args.sizes}", text)
     return text
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny idx files, tiny configs, the real MNIST folder."""
+"""Shared fixtures: tiny idx files, tiny configs, the real MNIST folder, tiny exported models."""
 from __future__ import annotations
 
 import gzip
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import data
+from common import checkpoint, data
 from common.config import Config, RunOptions
 
 TINY = dict(hidden_size=8, num_layers=2, epochs=1, batch_size=16)
@@ -55,3 +55,42 @@ def tiny_config(**overrides) -> Config:
 
 def options(tmp_path: Path, **overrides) -> RunOptions:
     return RunOptions(**{"out": str(tmp_path / "run"), "progress": False, "log_every": 2, **overrides})
+
+
+# Tiny shapes, still 28x28 input; layer counts vary so one- and two-layer graphs are both covered,
+# and one model normalises its input so the preprocessing metadata is not always the default.
+EXPORT_TINY = {"rnn": dict(num_layers=1), "gru": dict(num_layers=2), "lstm": dict(num_layers=1),
+               "lstm-last": dict(num_layers=2, normalize=True)}
+EXPORT_VERIFY_LIMIT = 2000  # enough test images to compare predictions, fast at hidden 8
+
+
+def make_checkpoint(path: Path, variant: str, *, hidden_size: int = 8, seed: int = 0, **overrides) -> Path:
+    """A randomly initialised model saved in the checkpoint format (no training needed)."""
+    import torch
+    from torch_impl.model import RecurrentClassifier, get_params
+
+    cell, _, last = variant.partition("-")
+    config = Config(cell=cell, head="last" if last else "all", hidden_size=hidden_size, seed=seed, **overrides)
+    torch.manual_seed(seed)
+    checkpoint.save_model(path, get_params(RecurrentClassifier(config)), config, framework="torch",
+                          test_accuracy=repr(0.1234))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, mnist_dir):
+    """`tiny_onnx(variant)` -> (checkpoint, onnx path, export report) of the tiny `variant` (EXPORT_TINY),
+    exported once per pytest run, for test_export and test_predict."""
+    from export import onnx as export_onnx
+
+    exported: dict[str, tuple[Path, Path, dict]] = {}
+
+    def export(variant: str) -> tuple[Path, Path, dict]:
+        if variant not in exported:
+            folder = tmp_path_factory.mktemp(variant)
+            ckpt = make_checkpoint(folder / "model.safetensors", variant, **EXPORT_TINY[variant])
+            report = export_onnx.export_checkpoint(ckpt, folder / "model.onnx", verify_limit=EXPORT_VERIFY_LIMIT,
+                                                   data_dir=mnist_dir, log=lambda line: None)
+            exported[variant] = (ckpt, folder / "model.onnx", report)
+        return exported[variant]
+    return export

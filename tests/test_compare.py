@@ -3,6 +3,7 @@ resumable, failures reported in one line, README update."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from benchmarks import compare
 from common import checkpoint
 from common.config import Config
 from common.errors import UserError
+from common.report import markers
 from parity.tolerances import TRAIN_PARAMS_ATOL_FIRST, TRAIN_PARAMS_GROWTH
 from tests.conftest import write_idx_dir
 from torch_impl.train import TorchBackend
@@ -41,8 +43,20 @@ def test_writes_results_for_every_pair(report):
     assert "| rnn | 97.28% |" in table and "| lstm-last | 98.40% |" in table
     assert "| torch - jax |" in table and "min in all" in table  # every pair trained in this invocation
     gap = 100 * (results["runs"][0]["test_accuracy"] - results["runs"][1]["test_accuracy"])
-    assert f"| {gap:+.2f} |" in table.splitlines()[4]
+    assert f"| {gap:+.2f} |" in next(line for line in table.splitlines() if line.startswith("| rnn |"))
     assert (root / "results" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Limited run" in table and "hidden size 4" in table and "training images" not in table
+
+
+def test_a_run_shorter_than_one_log_interval_still_draws_its_loss(report):
+    root, _, runs = report  # two steps, log interval 100: no interval record, one epoch record
+    records = [json.loads(line) for line in (root / "results" / "runs" / "default-torch-rnn" / "metrics.jsonl")
+               .read_text().splitlines()]
+    assert not any("loss" in r for r in records)
+    steps, losses = compare.loss_points(records)
+    assert steps == [2] and losses == [records[-1]["train_loss"]]
+    with_intervals = [{"step": 100, "loss": 0.5}, {"step": 150, "train_loss": 0.4, "test_accuracy": 0.9}]
+    assert compare.loss_points(with_intervals) == ([100], [0.5])
 
 
 def test_both_frameworks_start_from_torchs_initial_weights(report):
@@ -91,6 +105,25 @@ def test_a_failing_pair_is_one_line_naming_its_log(tmp_path):
         compare.main(argv)
 
 
+def test_quick_checks_cannot_touch_the_reference_results(tmp_path):
+    for argv in (["--out", str(compare.REFERENCE_DIR), "--limit-train", "2000"],
+                 ["--out", str(compare.REFERENCE_DIR / "tuned"), "--hidden-size", "8"]):
+        with pytest.raises(UserError, match="holds the reference results .* drop --out \\(default runs/compare\\)"):
+            compare.main(argv)
+    with pytest.raises(UserError, match="--update-readme pastes reference tables"):
+        compare.main(["--out", str(tmp_path), "--limit-test", "100", "--update-readme"])
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(compare.DEFAULT_OUT / "results.md")],
+                             cwd=compare.REFERENCE_DIR.parent)
+    assert ignored.returncode == 0, "the default --out must be git-ignored"
+
+
+def test_limited_runs_are_marked():
+    full = {"limit_train": None, "limit_test": None, "hidden_size": 256}
+    assert compare.limits_note(full) == ""
+    note = compare.limits_note({**full, "limit_train": 2000, "limit_test": 500})
+    assert note.startswith("**Limited run") and "first 2,000 training images, first 500 test images" in note
+
+
 def test_jobs_must_be_positive(tmp_path):
     with pytest.raises(UserError, match="--jobs must be at least 1"):
         compare.main(["--jobs", "0", "--out", str(tmp_path)])
@@ -98,7 +131,7 @@ def test_jobs_must_be_positive(tmp_path):
 
 def test_update_readme_replaces_only_the_presets_block(tmp_path):
     readme = tmp_path / "README.md"
-    default, tuned = ([m.format(preset=p) for m in compare.README_MARKERS] for p in ("default", "tuned"))
+    default, tuned = (markers(compare.readme_block(p)) for p in ("default", "tuned"))
     readme.write_text(f"intro\n{default[0]}\nold\n{default[1]}\n{tuned[0]}\nkeep\n{tuned[1]}\nrest\n")
     compare.update_readme(readme, "new table\n", "default")
     assert readme.read_text() == f"intro\n{default[0]}\nnew table\n{default[1]}\n{tuned[0]}\nkeep\n{tuned[1]}\nrest\n"

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from benchmarks.latency import measure_rotated
 from common import checkpoint, data
@@ -26,37 +25,8 @@ from export import onnx as export_onnx
 from export import quantize as export_quantize
 from export import verify as export_verify
 from export.verify import LOGIT_ATOL, run_onnx, run_torch, session, verify
-from tests.conftest import mnist_dir  # noqa: F401  (fixture)
-from torch_impl.model import RecurrentClassifier, get_params
-
-# Tiny shapes, still 28x28 input; layer counts vary so one- and two-layer graphs are both covered,
-# and one model normalises its input so the preprocessing metadata is not always the default.
-TINY = {"rnn": dict(num_layers=1), "gru": dict(num_layers=2), "lstm": dict(num_layers=1),
-        "lstm-last": dict(num_layers=2, normalize=True)}
-VERIFY_LIMIT = 2000  # enough test images to compare predictions, fast at hidden 8
-_EXPORTED: dict[str, tuple[Path, Path, dict]] = {}  # shared with test_predict within one pytest run
-
-
-def make_checkpoint(path: Path, variant: str, *, hidden_size: int = 8, seed: int = 0, **overrides) -> Path:
-    """A randomly initialised model saved in the checkpoint format (no training needed)."""
-    cell, _, last = variant.partition("-")
-    config = Config(cell=cell, head="last" if last else "all", hidden_size=hidden_size, seed=seed, **overrides)
-    torch.manual_seed(seed)
-    checkpoint.save_model(path, get_params(RecurrentClassifier(config)), config, framework="torch",
-                          test_accuracy=repr(0.1234))
-    return path
-
-
-def export_tiny(tmp_path_factory, variant: str, data_dir) -> tuple[Path, Path, dict]:
-    """(checkpoint, onnx path, report) of the tiny `variant`, exported once per pytest run."""
-    if variant not in _EXPORTED:
-        folder = tmp_path_factory.mktemp(variant)
-        ckpt = make_checkpoint(folder / "model.safetensors", variant, **TINY[variant])
-        report = export_onnx.export_checkpoint(ckpt, folder / "model.onnx", verify_limit=VERIFY_LIMIT,
-                                               data_dir=data_dir, log=lambda line: None)
-        _EXPORTED[variant] = (ckpt, folder / "model.onnx", report)
-    return _EXPORTED[variant]
-
+from tests.conftest import EXPORT_TINY as TINY, EXPORT_VERIFY_LIMIT as VERIFY_LIMIT, make_checkpoint
+from torch_impl.model import RecurrentClassifier
 
 def torch_model(ckpt: Path) -> RecurrentClassifier:
     params, config, _ = checkpoint.load_model(ckpt)
@@ -64,8 +34,8 @@ def torch_model(ckpt: Path) -> RecurrentClassifier:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, mnist_dir):  # noqa: F811
-    return {variant: export_tiny(tmp_path_factory, variant, mnist_dir) for variant in TINY}
+def exported(tiny_onnx):
+    return {variant: tiny_onnx(variant) for variant in TINY}
 
 
 @pytest.mark.parametrize("variant", TINY)
@@ -202,7 +172,7 @@ def test_all_goes_on_past_a_broken_checkpoint(exported, tmp_path, monkeypatch, c
     assert "failed: " in capsys.readouterr().out
 
 
-def test_default_size_lstm_last_cli_all_int8(tmp_path, mnist_dir, capsys, monkeypatch):  # noqa: F811
+def test_default_size_lstm_last_cli_all_int8(tmp_path, mnist_dir, capsys, monkeypatch):
     """The tutorial's model (hidden 256, 2 layers) through the CLI, with --all and --quantize."""
     # One short timing round is enough to test the plumbing; benchmarks.latency does real timing.
     monkeypatch.setattr(export_quantize, "measure_rotated",

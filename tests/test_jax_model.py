@@ -15,10 +15,9 @@ import torch
 from common.checkpoint import count_params, param_shapes
 from common.config import CELLS, HEADS, VARIANTS, Config
 from jax_impl import model as jax_model
+from parity.tolerances import FORWARD_ATOL
 from torch_impl.model import RecurrentClassifier, get_params
 
-# Float32 forward passes of the two frameworks agree to rounding (measured ~2e-7 at these sizes).
-FORWARD_TOL = 1e-5
 COMBOS = [(cell, head) for cell in CELLS for head in HEADS]
 DEFAULT_COUNTS = {"rnn": 276_490, "gru": 686_090, "lstm": 890_890, "lstm-last": 821_770}
 
@@ -94,12 +93,12 @@ def assert_matches_torch(config: Config, batch: int):
     torch_h, torch_c = torch_state if config.cell == "lstm" else (torch_state, None)
     out, state = jax_model.recurrent(params, config, x)
     h_n, c_n = state if config.cell == "lstm" else (state, None)
-    np.testing.assert_allclose(np.asarray(out), torch_out.numpy(), rtol=0, atol=FORWARD_TOL)  # every step
-    np.testing.assert_allclose(np.asarray(h_n), torch_h.numpy(), rtol=0, atol=FORWARD_TOL)
+    np.testing.assert_allclose(np.asarray(out), torch_out.numpy(), rtol=0, atol=FORWARD_ATOL)  # every step
+    np.testing.assert_allclose(np.asarray(h_n), torch_h.numpy(), rtol=0, atol=FORWARD_ATOL)
     if config.cell == "lstm":
-        np.testing.assert_allclose(np.asarray(c_n), torch_c.numpy(), rtol=0, atol=FORWARD_TOL)
+        np.testing.assert_allclose(np.asarray(c_n), torch_c.numpy(), rtol=0, atol=FORWARD_ATOL)
     logits = jax_model.forward(params, config, x)
-    np.testing.assert_allclose(np.asarray(logits), torch_logits, rtol=0, atol=FORWARD_TOL)
+    np.testing.assert_allclose(np.asarray(logits), torch_logits, rtol=0, atol=FORWARD_ATOL)
 
 
 @pytest.mark.parametrize("cell,head", COMBOS)

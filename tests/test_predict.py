@@ -19,21 +19,20 @@ from common import data
 from common.errors import run_cli
 from export import metadata, predict
 from export.verify import run_onnx, session
-from tests.conftest import idx_bytes, mnist_dir  # noqa: F401  (fixture)
-from tests.test_export import export_tiny
+from tests.conftest import idx_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 N_IDX = 300
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, mnist_dir) -> Path:  # noqa: F811
-    """test_export's tiny lstm-last, trained with normalisation on: predict must read it from the metadata."""
-    return export_tiny(tmp_path_factory, "lstm-last", mnist_dir)[1]
+def model_path(tiny_onnx) -> Path:
+    """The tiny lstm-last, trained with normalisation on: predict must read it from the metadata."""
+    return tiny_onnx("lstm-last")[1]
 
 
 @pytest.fixture(scope="module")
-def test_u8(mnist_dir):  # noqa: F811
+def test_u8(mnist_dir):
     """The first N_IDX real test images as uint8, and their labels."""
     test = data.load_split("test", mnist_dir, limit=N_IDX)
     return (test.images * 255).round().astype(np.uint8), test.labels
