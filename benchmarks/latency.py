@@ -17,40 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from common.errors import UserError, run_cli
+from common.timing import measure_rotated
 
 BATCH_SIZES = (1, 256)
-
-
-def time_block(fn: Callable[[], object], seconds: float) -> float:
-    """Median seconds per call over a block of about `seconds` (at least 3 calls)."""
-    times = []
-    block_start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - block_start < seconds:
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure_rotated(contenders: dict[Hashable, Callable[[], object]], rounds: int,
-                    block_seconds: float) -> dict[Hashable, float]:
-    """Median over `rounds` of each contender's block median; one warm-up call each first."""
-    for fn in contenders.values():
-        fn()
-    blocks = {key: [] for key in contenders}
-    for _ in range(rounds):
-        for key, fn in contenders.items():
-            blocks[key].append(time_block(fn, block_seconds))
-    return {key: statistics.median(values) for key, values in blocks.items()}
 
 
 def jax_contender(params: dict, config, inputs: dict[int, np.ndarray]):

@@ -17,10 +17,10 @@ import onnx
 import pytest
 import torch
 
-from benchmarks.latency import measure_rotated
 from common import checkpoint, data
 from common.config import Config
 from common.errors import UserError, run_cli
+from common.timing import measure_rotated
 from export import metadata
 from export import onnx as export_onnx
 from export import quantize as export_quantize
