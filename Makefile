@@ -28,3 +28,18 @@ test: data
 
 test-slow: data
 	$(PY) -m pytest -q -m slow
+
+# The draw-a-digit page: `make web MODEL=path/to/model.onnx` (PORT=8000). Installs the pinned
+# onnxruntime-web from export/web/package-lock.json on first use.
+MODEL ?= model.onnx
+PORT ?= 8000
+
+.PHONY: web web-deps
+
+web-deps: export/web/node_modules/.package-lock.json
+
+export/web/node_modules/.package-lock.json: export/web/package-lock.json
+	cd export/web && npm ci --no-audit --no-fund
+
+web: setup web-deps
+	$(PY) -m export.serve_web $(MODEL) --port $(PORT)
