@@ -3,6 +3,7 @@
     python -m benchmarks.latency                              # lstm-last, random weights
     python -m benchmarks.latency --variant gru --rounds 9
     python -m benchmarks.latency --checkpoint RUN/model.safetensors --json latency.json
+    python -m benchmarks.latency --streaming     # per-row latency of the step model (benchmarks/step_latency.py)
 
 All contenders run in one process, in rotation (A B C D A B C D ...), each in blocks of about
 --block-seconds so that torch's, onnxruntime's and XLA's thread pools don't fight over the
@@ -24,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from benchmarks import step_latency
 from common.errors import UserError, run_cli
 from common.timing import measure_rotated
 
@@ -151,10 +153,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
     parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--streaming", action="store_true",
+                        help="per-row latency of the step model instead (benchmarks/step_latency.py)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or not args.block_seconds > 0:
         raise UserError("--rounds must be at least 1 and --block-seconds positive")
-    report = benchmark(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
+    run = step_latency.benchmark if args.streaming else benchmark
+    report = run(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
     if args.json:
         from common.atomic import atomic_write_json
         atomic_write_json(args.json, report)

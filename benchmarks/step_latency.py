@@ -1,7 +1,7 @@
 """Per-row latency of the streaming (step) model at batch 1: onnxruntime fp32 and int8.
 
-    python -m benchmarks.step_latency                                   # lstm-last, random weights
-    python -m benchmarks.step_latency --checkpoint RUN/model.safetensors --json step.json
+    python -m benchmarks.latency --streaming                             # lstm-last, random weights
+    python -m benchmarks.latency --streaming --checkpoint RUN/model.safetensors --json step.json
 
 What a deployment waits for when one image row arrives: one call of *.step.onnx (one row, the
 state fed back). For scale, the whole-sequence file on all 28 rows at once, per call and per row.
@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from common.errors import UserError, run_cli
+from common.errors import UserError
 from common.timing import measure_rotated
 
 
@@ -100,26 +100,3 @@ def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *,
     log(f"int8 step model: same final prediction as fp32 on {100 * report['int8_step_agreement']:.2f}% "
         f"of {len(images)} {source} images")
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    from export.predict import Parser
-
-    parser = Parser(prog="python -m benchmarks.step_latency", description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", default="lstm-last", help="model shape when no --checkpoint is given")
-    parser.add_argument("--checkpoint", help="time this model.safetensors (its config decides the shape)")
-    parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
-    parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
-    parser.add_argument("--json", help="also write the numbers here")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or not args.block_seconds > 0:
-        raise UserError("--rounds must be at least 1 and --block-seconds positive")
-    report = benchmark(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
-    if args.json:
-        from common.atomic import atomic_write_json
-        atomic_write_json(args.json, report)
-    return report
-
-
-if __name__ == "__main__":
-    run_cli(main)

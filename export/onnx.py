@@ -81,6 +81,13 @@ def to_onnx(model: RecurrentClassifier, config: Config) -> onnx.ModelProto:
     return program.model_proto
 
 
+def refuse_existing(targets: list[Path]) -> None:
+    existing = [str(path) for path in targets if path.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                        "pass --force to replace, or choose another --out")
+
+
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
                       verify_limit: int | None = None, quantize: str | None = None,
                       data_dir: str | os.PathLike | None = None, streaming: bool = False, replace: bool = True,
@@ -100,12 +107,9 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
         raise UserError(f"--out {out} must end in .onnx")
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    targets = [out] + [out.with_suffix(suffix) for suffix, wanted in ((".int8.onnx", quantize), (".step.onnx", streaming))
-                       if wanted]
-    existing = [str(path) for path in targets if path.exists()]
-    if existing and not replace:
-        raise UserError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
-                        "pass --force to replace, or choose another --out")
+    if not replace:
+        refuse_existing([out] + [out.with_suffix(suffix) for suffix, wanted
+                                 in ((".int8.onnx", quantize), (".step.onnx", streaming)) if wanted])
     params, config, ckpt_meta = checkpoint.load_model(source)
     try:
         ckpt_accuracy = float(ckpt_meta["test_accuracy"]) if "test_accuracy" in ckpt_meta else None

@@ -68,14 +68,26 @@ def example_inputs(config: Config, batch: int, rows: int) -> tuple[torch.Tensor,
 def to_step_onnx(model: RecurrentClassifier, config: Config) -> tuple[onnx.ModelProto, int | str]:
     """The step graph (weights inline) and how many rows it takes per call ("any", or 1).
 
-    The rows axis stays dynamic where torch.export can keep it so. nn.RNN exports unrolled (one
-    MatMul per row), and for the LSTM with the all-steps head torch 2.14.1's export specialises
-    the rows axis to the example's size; those take one row per call (callers split chunks)."""
+    GRU and LSTM keep the rows axis dynamic (torch.export lowers them to a while_loop, the ONNX
+    exporter to native GRU/LSTM ops). nn.RNN exports unrolled, one MatMul per row, so its rows
+    axis is fixed: it takes one row per call (callers split chunks). Should torch.export still
+    specialise the axis, the file falls back to one row per call rather than a wrong shape."""
     if config.cell != "rnn":
         proto = _export_step(model, config, EXAMPLE_ROWS)
         if _rows_axis(proto) != EXAMPLE_ROWS:
             return proto, "any"
     return _export_step(model, config, 1), 1
+
+
+def _forget_stale_rnn_kernels() -> None:
+    """torch 2.14.1: torch.onnx.export registers while_loop kernels for aten.lstm/gru only for the
+    duration of each export, but the ops' dispatch caches keep the first lookup; after one
+    export in a process, the next LSTM export specialised the rows axis to the example's size.
+    Clearing the caches makes every export see the kernels it registers (measured: rows stay dynamic)."""
+    for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input):
+        cache = getattr(op, "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
 
 
 def _rows_axis(proto: onnx.ModelProto) -> int | str:
@@ -89,6 +101,7 @@ def _export_step(model: RecurrentClassifier, config: Config, rows: int) -> onnx.
     row_axes = {0: batch, 1: torch.export.Dim("rows", min=1)} if rows > 1 else {0: batch}
     # forward(rows, *states): torch.export sees two arguments, rows and the tuple of states
     state_axes = tuple({s["shape"].index("batch"): batch} if "batch" in s["shape"] else {} for s in stream["states"])
+    _forget_stale_rnn_kernels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nn.RNN's "_flat_weights assigned during export": harmless

@@ -36,6 +36,7 @@ def test_stream_matches_torch(exported, batch, schedule):
     config, model, sess, spec = exported
     images, _ = random_batch(config, batch, seed=batch)
     chunks = [1] * config.seq_len if schedule == "rows" else chunk_schedule(config.seq_len)  # 5: 1 2 2
+    assert spec["rows_per_call"] == (1 if config.cell == "rnn" else "any")  # nn.RNN exports unrolled
     worst, logits = stream_diffs(sess, spec, images, torch_reference(model, images), chunks)
     assert worst <= ONNX_ATOL, f"max abs difference {worst:.2e} (every call's logits, final states) > {ONNX_ATOL:.0e}"
     assert logits.shape == (batch, config.num_classes)

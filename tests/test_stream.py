@@ -15,13 +15,14 @@ import pytest
 from PIL import Image
 
 from common import checkpoint, data
-from common.errors import UserError, run_cli
+from common.errors import UserError
 from export import onnx as export_onnx
 from export import predict, step, streaming
 from export.runtime import run_onnx
 from export.verify import LOGIT_ATOL
 from tests.conftest import mnist_dir  # noqa: F401  (fixture)
 from tests.test_export import TINY, make_checkpoint, torch_model
+from tests.test_predict import run_predict
 
 VERIFY_LIMIT = 500
 _STREAMED: dict[str, tuple] = {}
@@ -57,9 +58,8 @@ def test_step_file_is_verified_and_described(streamed):
     assert [i.name for i in sess.get_inputs()] == ["rows", *expected]
     assert [o.name for o in sess.get_outputs()] == ["logits", *(f"{n}_out" for n in expected)]
     assert spec["running_prediction"] == (config.head == "last") and info.variant == config.variant
-    # head 'last' streams chunks of any size; the all-steps LSTM takes one row per call (export/step.py)
-    assert spec["rows_per_call"] == ("any" if config.head == "last" else 1)
-    assert sess.get_inputs()[0].shape[1] == ("rows" if config.head == "last" else 1)
+    # an LSTM takes chunks of any size (even after other exports in this process: export/step.py)
+    assert spec["rows_per_call"] == "any" and sess.get_inputs()[0].shape[1] == "rows"
     assert [p.name for p in step_path.parent.iterdir() if p.name.startswith(".")] == []
 
 
@@ -97,23 +97,13 @@ def test_failed_step_verification_leaves_old_file(streamed, tmp_path, monkeypatc
     assert out.read_bytes() == b"previous export" and [p.name for p in tmp_path.iterdir()] == ["model.step.onnx"]
 
 
-def run(argv, capsys):
-    try:
-        run_cli(predict.main, [str(arg) for arg in argv])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_predict_stream(streamed, mnist_dir, tmp_path, capsys):  # noqa: F811
     _, whole, step_path, _ = streamed
     image = (data.load_split("test", mnist_dir, limit=1).images[0] * 255).round().astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "digit.png")
-    code, out, _ = run([whole, tmp_path / "digit.png"], capsys)
+    code, out, _ = run_predict([whole, tmp_path / "digit.png"], capsys)
     expected = float(out.split("(")[1].split("%")[0])
-    code, out, err = run([step_path, tmp_path / "digit.png", "--stream"], capsys)
+    code, out, err = run_predict([step_path, tmp_path / "digit.png", "--stream"], capsys)
     assert code == 0, err
     lines = out.strip().splitlines()
     _, config, _ = checkpoint.load_model(streamed[0])
@@ -123,7 +113,7 @@ def test_predict_stream(streamed, mnist_dir, tmp_path, capsys):  # noqa: F811
     else:
         assert len(lines) == 1 and "a prediction exists only after all 28 rows" in lines[0]
     assert f"({expected:.1f}%)" in lines[-1]  # the whole-sequence file's answer
-    code, out, _ = run([step_path, tmp_path / "digit.png", "--stream", "--json"], capsys)
+    code, out, _ = run_predict([step_path, tmp_path / "digit.png", "--stream", "--json"], capsys)
     (result,) = json.loads(out)["predictions"]
     assert code == 0 and result["rows"] == 28 and abs(100 * result["probability"] - expected) < 0.05
     if config.head == "last":
@@ -139,6 +129,6 @@ def test_stream_cli_errors(streamed, tmp_path, capsys):
         "--stream with idx": ([step_path, "--stream", "--idx-images", tmp_path / "digit.png"], "--stream takes image"),
     }
     for name, (argv, message) in cases.items():
-        code, _, err = run(argv, capsys)
+        code, _, err = run_predict(argv, capsys)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (name, err)
 

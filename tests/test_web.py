@@ -6,12 +6,13 @@ digits drawn with the mouse must be classified as drawn.
     python -m pytest -q tests/test_web.py      # needs: apt-get install -y chromium; pip install playwright;
                                                #        (cd export/web && npm ci)   -- .ci/run does all three
 
-Without Chromium, Playwright or onnxruntime-web the tests are skipped and say which is missing.
+Without Chromium, Playwright or onnxruntime-web the tests are skipped and say which is missing
+(`pytest -rs` lists the reason); with REQUIRE_BROWSER_TEST=1 (set by .ci/run) that is an error instead.
 A screenshot of each drawn digit goes to artifacts/web/ (git-ignored).
 """
 from __future__ import annotations
 
-import shutil
+import os
 import threading
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def _missing() -> str | None:
     return None
 
 
+# .ci/run sets REQUIRE_BROWSER_TEST=1 after installing all three: there a missing part fails the test.
+if os.environ.get("REQUIRE_BROWSER_TEST") == "1" and _missing() is not None:
+    raise RuntimeError(f"REQUIRE_BROWSER_TEST=1 but {_missing()}")
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 
