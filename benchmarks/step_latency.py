@@ -8,6 +8,8 @@ state fed back). For scale, the whole-sequence file on all 28 rows at once, per 
 Contenders run in rotation (common/timing.py); the load average is printed before and after,
 and timings taken under load are not comparable. The int8 files are dynamically quantized
 (export/quantize.py); their agreement with fp32 on real test images is printed beside the times.
+onnxruntime runs with one intra-op thread (`threads`; 0: its default, one per core): at batch 1 a
+step is too small to split, and on a shared machine two spinning threads wait on each other.
 Latency does not depend on the weights, so without a checkpoint the model is randomly initialised.
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ def files(workdir: Path, variant: str, checkpoint_path: str | None) -> dict[str,
 
 
 def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *, rounds: int = 7,
-              block_seconds: float = 0.5, log=print) -> dict:
+              block_seconds: float = 0.5, threads: int = 1, log=print) -> dict:
     import onnxruntime as ort
 
     from common import data
@@ -69,7 +71,7 @@ def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *,
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="step-latency.") as workdir:
         paths = files(Path(workdir), variant, checkpoint_path)
-        sessions = {name: session(path) for name, path in paths.items()}
+        sessions = {name: session(path, threads) for name, path in paths.items()}
         _, info, stream = streaming.open_step_model(paths["step fp32"])
     try:
         images, source = data.load_split("test", limit=1000, normalize=info.preprocessing.normalize).images, "test"
@@ -86,12 +88,12 @@ def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *,
     report = {"variant": info.variant, "checkpoint": checkpoint_path, "latency_ms": medians_ms,
               "per_row_ms": {name: value / (28 if name.startswith("whole") else 1) for name, value in medians_ms.items()},
               "int8_step_agreement": float((finals["fp32"] == finals["int8"]).mean()), "agreement_images": len(images),
-              "rounds": rounds, "block_seconds": block_seconds, "load_before": load_before,
+              "rounds": rounds, "block_seconds": block_seconds, "threads": threads, "load_before": load_before,
               "load_after": os.getloadavg(), "cpu": cpu_model(), "cpus": os.cpu_count(),
               "versions": {"onnxruntime": ort.__version__}, "date": datetime.date.today().isoformat()}
     log(f"{info.variant} ({info.config['hidden_size']} hidden, {info.config['num_layers']} layers), batch 1, "
         f"median of {rounds} rounds x {block_seconds} s blocks in rotation; {report['cpu']}, {report['cpus']} CPUs; "
-        f"onnxruntime {ort.__version__}; {report['date']}")
+        f"onnxruntime {ort.__version__}, {threads} intra-op thread(s); {report['date']}")
     log(f"load average before {load_before[0]:.2f}, after {report['load_after'][0]:.2f} (1 min)")
     log(f"{'':12}{'per call (ms)':>15}{'per row (ms)':>15}")
     for name in contenders:
