@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from benchmarks.latency import measure_rotated
+from common.timing import measure_rotated
 from common.config import Config
 from common.cli import Parser
 from common.errors import UserError, run_cli

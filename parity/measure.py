@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from common import data
 from common.config import CELLS, HEADS, Config
 from common.training import learning_rate
+from export import runtime as onnx_runtime
 from export.onnx import to_onnx
 from jax_impl import model as jax_model
 from jax_impl.train import JaxBackend, masked_loss, padded_batch, make_optimizer as jax_make_optimizer
@@ -233,9 +234,7 @@ def _jax_adam_step(optimizer, weights, state, gradient):
 def onnx_session(model: RecurrentClassifier, config: Config) -> ort.InferenceSession:
     """Export `model` with the project's exporter (in memory) and open it in onnxruntime on CPU."""
     proto = to_onnx(copy.deepcopy(model).cpu().eval(), config)  # the exporter traces on CPU
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # graph-optimisation notices are noise here
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx_runtime.session(proto.SerializeToString())
 
 
 def onnx_diffs(session: ort.InferenceSession, model: RecurrentClassifier, config: Config,
