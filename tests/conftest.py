@@ -94,3 +94,23 @@ def tiny_onnx(tmp_path_factory, mnist_dir):
             exported[variant] = (ckpt, folder / "model.onnx", report)
         return exported[variant]
     return export
+
+
+def torch_model(ckpt: Path):
+    """The torch model of a checkpoint, as the exporter builds it."""
+    from export import onnx as export_onnx
+    params, config, _ = checkpoint.load_model(ckpt)
+    return export_onnx.build_model(params, config)
+
+
+def run_predict(argv, capsys):
+    """(exit code, stdout, stderr) of `export.predict` run in this process."""
+    from common.errors import run_cli
+    from export import predict
+    try:
+        run_cli(predict.main, [str(arg) for arg in argv])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

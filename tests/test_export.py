@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -25,13 +24,7 @@ from export import onnx as export_onnx
 from export import quantize as export_quantize
 from export import verify as export_verify
 from export.verify import LOGIT_ATOL, run_onnx, run_torch, session, verify
-from tests.conftest import EXPORT_TINY as TINY, EXPORT_VERIFY_LIMIT as VERIFY_LIMIT, make_checkpoint
-from torch_impl.model import RecurrentClassifier
-
-def torch_model(ckpt: Path) -> RecurrentClassifier:
-    params, config, _ = checkpoint.load_model(ckpt)
-    return export_onnx.build_model(params, config)
-
+from tests.conftest import EXPORT_TINY as TINY, EXPORT_VERIFY_LIMIT as VERIFY_LIMIT, make_checkpoint, torch_model
 
 @pytest.fixture(scope="module")
 def exported(tiny_onnx):

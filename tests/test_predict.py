@@ -17,10 +17,9 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from common import data
-from common.errors import run_cli
 from export import predict
 from export.verify import run_onnx, session
-from tests.conftest import idx_bytes
+from tests.conftest import idx_bytes, run_predict
 
 ROOT = Path(__file__).resolve().parent.parent
 N_IDX = 300
@@ -42,17 +41,6 @@ def test_u8(mnist_dir):
 def expected_logits(model_path: Path, images_u8: np.ndarray) -> np.ndarray:
     """What the model gives on images prepared exactly as in training (common.data.prepare)."""
     return run_onnx(session(model_path), data.prepare(images_u8, normalize=True))
-
-
-def run_predict(argv, capsys):
-    """(exit code, stdout, stderr) of the CLI in this process."""
-    try:
-        run_cli(predict.main, [str(arg) for arg in argv])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_png_matches_training_preprocessing(model_path, test_u8, tmp_path, capsys):

@@ -20,8 +20,7 @@ from export import onnx as export_onnx
 from export import predict, step, streaming
 from export.runtime import run_onnx
 from export.verify import LOGIT_ATOL
-from tests.test_export import TINY, make_checkpoint, torch_model
-from tests.test_predict import run_predict
+from tests.conftest import EXPORT_TINY as TINY, make_checkpoint, run_predict, torch_model
 
 VERIFY_LIMIT = 500
 _STREAMED: dict[str, tuple] = {}

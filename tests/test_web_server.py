@@ -18,15 +18,14 @@ import pytest
 from common.errors import run_cli
 from export import metadata, serve_web
 from export.runtime import session
-from tests.test_export import export_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 ORT_MISSING = not all((serve_web.ORT_DIST / name).is_file() for name in serve_web.ORT_FILES)
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, mnist_dir):  # noqa: F811
-    return export_tiny(tmp_path_factory, "lstm-last", mnist_dir)[1]
+def model_path(tiny_onnx):
+    return tiny_onnx("lstm-last")[1]
 
 
 def get(url: str) -> tuple[int, str, bytes]:
