@@ -35,6 +35,7 @@ help:
 	@echo "make test                            the test suite: tests/ and parity/"
 	@echo "make test-slow                       opt-in full-MNIST checks"
 	@echo "make compare [ARGS='--variants gru']  the comparison report, into runs/compare"
+	@echo "make web MODEL=model.onnx [PORT=8000] the draw-a-digit page on onnxruntime-web (localhost)"
 	@echo "now: FRAMEWORK=$(FRAMEWORK) VARIANT=$(VARIANT) EPOCHS=$(or $(EPOCHS),default) RUN=$(RUN) TORCH=$(TORCH) JAX=$(JAX)"
 
 setup: $(VENV)/.installed
@@ -77,3 +78,18 @@ test-slow: data
 
 compare: data
 	$(PY) -m benchmarks.compare $(ARGS)
+
+# The draw-a-digit page: `make web MODEL=path/to/model.onnx` (PORT=8000). Installs the pinned
+# onnxruntime-web from export/web/package-lock.json on first use.
+MODEL ?= model.onnx
+PORT ?= 8000
+
+.PHONY: web web-deps
+
+web-deps: export/web/node_modules/.package-lock.json
+
+export/web/node_modules/.package-lock.json: export/web/package-lock.json
+	cd export/web && npm ci --no-audit --no-fund
+
+web: setup web-deps
+	$(PY) -m export.serve_web $(MODEL) --port $(PORT)

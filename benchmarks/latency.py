@@ -3,6 +3,7 @@
     python -m benchmarks.latency                              # lstm-last, random weights
     python -m benchmarks.latency --variant gru --rounds 9
     python -m benchmarks.latency --checkpoint RUN/model.safetensors --json latency.json
+    python -m benchmarks.latency --streaming     # per-row latency of the step model (benchmarks/step_latency.py)
 
 All contenders run in one process, in rotation (A B C D A B C D ...), each in blocks of about
 --block-seconds so that torch's, onnxruntime's and XLA's thread pools don't fight over the
@@ -14,43 +15,20 @@ under load are not comparable.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from benchmarks import step_latency
+from common.cli import Parser
 from common.errors import UserError, run_cli
+from common.timing import measure_rotated
 
 BATCH_SIZES = (1, 256)
-
-
-def time_block(fn: Callable[[], object], seconds: float) -> float:
-    """Median seconds per call over a block of about `seconds` (at least 3 calls)."""
-    times = []
-    block_start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - block_start < seconds:
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure_rotated(contenders: dict[Hashable, Callable[[], object]], rounds: int,
-                    block_seconds: float) -> dict[Hashable, float]:
-    """Median over `rounds` of each contender's block median; one warm-up call each first."""
-    for fn in contenders.values():
-        fn()
-    blocks = {key: [] for key in contenders}
-    for _ in range(rounds):
-        for key, fn in contenders.items():
-            blocks[key].append(time_block(fn, block_seconds))
-    return {key: statistics.median(values) for key, values in blocks.items()}
 
 
 def jax_contender(params: dict, config, inputs: dict[int, np.ndarray]):
@@ -162,22 +140,20 @@ def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *,
     return report
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the usage text
-        raise UserError(f"{message} (see --help)")
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = _Parser(prog="python -m benchmarks.latency", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.latency", description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="lstm-last", help="model shape when no --checkpoint is given")
     parser.add_argument("--checkpoint", help="time this model.safetensors (its config decides the shape)")
     parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
     parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--streaming", action="store_true",
+                        help="per-row latency of the step model instead (benchmarks/step_latency.py)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or not args.block_seconds > 0:
         raise UserError("--rounds must be at least 1 and --block-seconds positive")
-    report = benchmark(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
+    run = step_latency.benchmark if args.streaming else benchmark
+    report = run(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
     if args.json:
         from common.atomic import atomic_write_json
         atomic_write_json(args.json, report)

@@ -20,6 +20,7 @@ from common.errors import UserError
 CELLS = ("rnn", "gru", "lstm")
 HEADS = ("all", "last")
 SCHEDULES = ("constant", "cosine")
+KERNELS = ("scan", "cudnn")
 # Gates per cell: the rows of weight_ih are G * hidden_size.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # The four variants of the tutorial; `--cell/--head` reach the other two combinations.
@@ -64,6 +65,8 @@ class Config:
     drop_last: bool = _opt("drop the last partial training batch of each epoch", default=False)
     limit_train: int | None = _opt("train on the first N training images", default=None)
     limit_test: int | None = _opt("evaluate on the first N test images", default=None)
+    rnn_kernel: str = _opt("JAX's recurrent kernel: scan (jax.lax.scan, the reference) or cudnn (cuDNN's LSTM, "
+                           "GPU only); torch always runs its own fused kernel", default="scan")
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -79,11 +82,14 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise UserError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
+        if self.rnn_kernel not in KERNELS:
+            raise UserError(f"--rnn-kernel must be one of {', '.join(KERNELS)}, got {self.rnn_kernel!r}")
+        if self.rnn_kernel == "cudnn" and self.cell != "lstm":
+            raise UserError(f"--rnn-kernel cudnn exists only for the LSTM in JAX; use --rnn-kernel scan for {self.cell}")
 
     @property
     def head_features(self) -> int:

@@ -92,3 +92,13 @@ def parse(props: dict[str, str], source: str) -> ModelInfo:
     if not (math.isfinite(preprocessing.scale) and preprocessing.scale > 0 and preprocessing.std > 0):
         raise UserError(f"{source} has invalid preprocessing metadata {raw}; re-export it")
     return info
+
+
+def set_metadata(proto, props: dict[str, str]) -> None:
+    """Write `props` into an onnx.ModelProto's metadata_props, replacing keys it already has."""
+    existing = {prop.key: prop for prop in proto.metadata_props}
+    for key, value in props.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            proto.metadata_props.add(key=key, value=value)

@@ -3,6 +3,7 @@
     python -m export.onnx --checkpoint RUN/model.safetensors --out model.onnx
     python -m export.onnx --all RESULTS_DIR       # every */model.safetensors -> model.onnx beside it
     python -m export.onnx --checkpoint RUN/model.safetensors --quantize int8 --verify-limit 1000
+    python -m export.onnx --checkpoint RUN/model.safetensors --streaming   # also model.step.onnx, row by row
 
 The file: torch.onnx.export(dynamo=True), opset 18, weights inside (no external data), input
 `input` float32 [batch, 28, 28], output `logits` [batch, classes], batch dynamic. With torch
@@ -15,9 +16,7 @@ renamed into place: the requested path never holds a half-written or unverified 
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import hashlib
 import os
 import time
 import warnings
@@ -29,12 +28,14 @@ import onnxscript
 import torch
 
 from common import checkpoint
-from common.atomic import atomic_replace
 from common.config import Config
+from common.cli import Parser
+from common.files import sha256_file
 from common.errors import UserError, run_cli
 from export import metadata
 from export.quantize import compare, quantize_int8
-from export.verify import verify
+from export.step import export_step
+from export.verify import verify, write_verified
 from torch_impl.model import RecurrentClassifier, set_params
 
 OPSET = 18  # pinned: the files must not change when the exporter's default opset does
@@ -42,19 +43,6 @@ OPSET = 18  # pinned: the files must not change when the exporter's default opse
 # the batch axis to stay symbolic.
 EXAMPLE_BATCH = 2
 QUANTIZE_CHOICES = ("int8",)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the usage text
-        raise UserError(f"{message} (see --help)")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_model(params: dict, config: Config) -> RecurrentClassifier:
@@ -80,34 +68,25 @@ def to_onnx(model: RecurrentClassifier, config: Config) -> onnx.ModelProto:
     return program.model_proto
 
 
-def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
-    existing = {prop.key: prop for prop in proto.metadata_props}
-    for key, value in props.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            proto.metadata_props.add(key=key, value=value)
-
-
-def write_verified(proto: onnx.ModelProto, path: Path, check: Callable[[Path], dict]) -> dict:
-    """Save `proto` beside `path`, run `check` on that file, and only if it passes move it to
-    `path` (atomically). On any failure `path` keeps what it held."""
-    def save_and_check(tmp: Path) -> dict:
-        onnx.save_model(proto, str(tmp))
-        return check(tmp)
-
-    return atomic_replace(path, save_and_check)
+def refuse_existing(targets: list[Path]) -> None:
+    existing = [str(path) for path in targets if path.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                        "pass --force to replace, or choose another --out")
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
                       verify_limit: int | None = None, quantize: str | None = None,
-                      data_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> dict:
+                      data_dir: str | os.PathLike | None = None, streaming: bool = False, replace: bool = True,
+                      log: Callable[[str], None] = print) -> dict:
     """Export one model.safetensors to a verified .onnx file; return what was measured.
 
     `out_path`: default model.onnx beside the checkpoint. `verify_limit`: compare predictions on
     the first N test images only (0: none). `quantize="int8"`: also write <out>.int8.onnx and
-    compare its size, latency and accuracy. Raises UserError on any failure; a file that
-    failed its checks is never left at `out_path` (a verified float32 file stays if int8 fails).
+    compare its size, latency and accuracy. `streaming`: also write the verified step model
+    <out>.step.onnx (export/step.py). `replace=False`: refuse targets that exist (the CLI without
+    --force). Raises UserError on any failure; a file that failed its checks is never left at
+    `out_path` (a verified float32 file stays if int8 or the step model fails).
     """
     source = Path(checkpoint_path)
     out = Path(out_path) if out_path is not None else source.parent / "model.onnx"
@@ -115,6 +94,9 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
         raise UserError(f"--out {out} must end in .onnx")
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if not replace:
+        refuse_existing([out] + [out.with_suffix(suffix) for suffix, wanted
+                                 in ((".int8.onnx", quantize), (".step.onnx", streaming)) if wanted])
     params, config, ckpt_meta = checkpoint.load_model(source)
     try:
         ckpt_accuracy = float(ckpt_meta["test_accuracy"]) if "test_accuracy" in ckpt_meta else None
@@ -127,7 +109,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
     log(f"exporting {source} ({config.variant}, trained with {props['framework']}) -> {out}")
     start = time.perf_counter()
     proto = to_onnx(model, config)
-    set_metadata(proto, props)
+    metadata.set_metadata(proto, props)
     export_seconds = time.perf_counter() - start
     start = time.perf_counter()
     checks = write_verified(proto, out, lambda path: verify(path, model, normalize=config.normalize,
@@ -138,7 +120,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
         "checkpoint_sha256": props["source_sha256"], "checkpoint_test_accuracy": ckpt_accuracy,
         "checkpoint_bytes": source.stat().st_size, "onnx_bytes": out.stat().st_size, "opset": OPSET,
         "onnx_ops": dict(sorted(ops.items())), "export_seconds": export_seconds,
-        "verify_seconds": time.perf_counter() - start, **checks, "int8": None,
+        "verify_seconds": time.perf_counter() - start, **checks, "int8": None, "streaming": None,
     }
     log(f"wrote {out} ({report['onnx_bytes'] / 1e6:.2f} MB, {sum(ops.values())} nodes)")
     if quantize == "int8":
@@ -146,6 +128,9 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
         quantize_int8(out, int8_path)
         report["int8"] = compare(out, int8_path, normalize=config.normalize, data_dir=data_dir,
                                  limit=verify_limit, log=log)
+    if streaming:
+        report["streaming"] = export_step(model, config, props, out.with_suffix(".step.onnx"), data_dir=data_dir,
+                                          limit=verify_limit, log=log)
     return report
 
 
@@ -170,12 +155,15 @@ def export_all(results_dir: str | os.PathLike, **kwargs) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    parser = _Parser(prog="python -m export.onnx", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m export.onnx", description=__doc__.split("\n")[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="a model.safetensors to export")
     which.add_argument("--all", metavar="RESULTS_DIR", help="export every */model.safetensors under this folder")
     parser.add_argument("--out", help="where to write (default: model.onnx beside the checkpoint)")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="also write a dynamically quantized copy")
+    parser.add_argument("--streaming", action="store_true",
+                        help="also write the row-by-row step model <out>.step.onnx (state carried by the caller)")
+    parser.add_argument("--force", action="store_true", help="replace output files that already exist")
     parser.add_argument("--verify-limit", type=int, metavar="N",
                         help="compare predictions on the first N test images only (default all; 0: none)")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR or data/mnist)")
@@ -184,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         raise UserError("--out goes with --checkpoint; --all writes model.onnx beside each checkpoint")
     if args.verify_limit is not None and args.verify_limit < 0:
         raise UserError(f"--verify-limit must be 0 or more, got {args.verify_limit}")
-    kwargs = dict(verify_limit=args.verify_limit, quantize=args.quantize, data_dir=args.data_dir)
+    kwargs = dict(verify_limit=args.verify_limit, quantize=args.quantize, data_dir=args.data_dir,
+                  streaming=args.streaming, replace=args.force)
     if args.all:
         return export_all(args.all, **kwargs)
     return [export_checkpoint(args.checkpoint, args.out, **kwargs)]

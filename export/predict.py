@@ -1,122 +1,46 @@
 """Classify digit images with an exported model; needs only NumPy, onnxruntime and PIL.
 
-    python -m export.predict model.onnx digit.png [more.png ...]
+    python -m export.predict model.onnx digit.png [more.png | FOLDER ...] [--json]
     python -m export.predict model.onnx --idx-images t10k-images-idx3-ubyte.gz --idx-labels t10k-labels-idx1-ubyte.gz
+    python -m export.predict model.onnx --idx-images t10k-images-idx3-ubyte.gz     # no labels: classify each
+    python -m export.predict model.step.onnx digit.png --stream                    # the prediction after each row
 
-Preprocessing comes from the model's metadata (written by `python -m export.onnx`): pixels
-scaled by 1/255, normalised if the model was trained so. Any image is made MNIST-like: greyscale
-(transparent areas become white), inverted when its border is light (MNIST is a white digit on
-black; --invert overrides), and, unless it already is 28x28, the digit's bounding box scaled to
-fit 20x20 and centred by its centre of mass in a 28x28 frame, as MNIST was made.
-No torch or JAX here: this file and what it imports must run on a machine without them.
+Preprocessing comes from the model's metadata (written by `python -m export.onnx`); export/images.py
+makes any image MNIST-like (--invert overrides its light-border rule). An image that cannot be read
+does not stop the others: it is reported, and the exit status is 2 at the end. No torch or JAX
+here: this file and what it imports must run on a machine without them.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
-import zlib
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, UnidentifiedImageError
 
-from common.data import IMAGE_MAGIC, LABEL_MAGIC, parse_idx
+from common.data import IMAGE_MAGIC, LABEL_MAGIC
+from common.cli import Parser
 from common.errors import UserError, run_cli
-from export import metadata
-
-SIDE = 28
-DIGIT_BOX = 20  # MNIST digits were scaled into a 20x20 box, then centred in 28x28
-EVAL_BATCH = 1000
+from export import metadata, streaming
+from export.images import SIDE, fit_like_mnist, image_files, preprocess, read_idx, read_image  # noqa: F401
+from export.runtime import run_onnx, session
 
 
 def open_model(path: str | Path) -> tuple[ort.InferenceSession, metadata.ModelInfo]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model {path} not found")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime's own pybind exception types
-        raise UserError(f"{path} is not a loadable ONNX model ({str(error).splitlines()[0][:200]})") from None
-    info = metadata.parse(session.get_modelmeta().custom_metadata_map, str(path))
-    inputs = session.get_inputs()
+    sess = session(path)
+    info = metadata.parse(sess.get_modelmeta().custom_metadata_map, str(path))
+    inputs = sess.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 3 or list(inputs[0].shape[1:]) != [SIDE, SIDE] \
             or inputs[0].type != "tensor(float)":
         found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-        raise UserError(f"{path} takes {found}; predict needs one float input [batch, {SIDE}, {SIDE}]")
-    return session, info
-
-
-def preprocess(images_u8: np.ndarray, info: metadata.ModelInfo) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32, the same arithmetic as common.data.prepare."""
-    pre = info.preprocessing
-    images = images_u8.astype(np.float32) / np.float32(round(1 / pre.scale))
-    if pre.normalize:
-        images = (images - np.float32(pre.mean)) / np.float32(pre.std)
-    return images
-
-
-def read_image(path: str | Path, invert: str = "auto") -> np.ndarray:
-    """Any image file -> uint8 (28, 28), white digit on black."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, rgba)
-            gray = np.asarray(image.convert("L"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"image {path} not found") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image PIL can read (PNG, JPEG, BMP, ...)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UserError(f"cannot read image {path}: {error}") from None
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if invert == "yes" or (invert == "auto" and border.mean() > 127):  # dark digit on light paper
-        gray = 255 - gray
-    return gray if gray.shape == (SIDE, SIDE) else fit_like_mnist(gray)
-
-
-def fit_like_mnist(gray: np.ndarray) -> np.ndarray:
-    """Crop to the ink, scale into 20x20 keeping the aspect, centre of mass at the centre of 28x28."""
-    ink = np.argwhere(gray > 0.2 * gray.max()) if gray.max() > 0 else np.empty((0, 2))
-    if len(ink) == 0:  # blank image: nothing to centre
-        return np.asarray(Image.fromarray(gray).resize((SIDE, SIDE), Image.Resampling.BOX))
-    (top, left), (bottom, right) = ink.min(0), ink.max(0) + 1
-    crop = Image.fromarray(gray[top:bottom, left:right])
-    scale = DIGIT_BOX / max(crop.size)
-    size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
-    digit = np.asarray(crop.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
-    rows, cols = np.indices(digit.shape)
-    mass = digit.sum() or 1.0
-    centre = ((rows * digit).sum() / mass, (cols * digit).sum() / mass)
-    top = int(np.clip(round(SIDE / 2 - centre[0]), 0, SIDE - digit.shape[0]))
-    left = int(np.clip(round(SIDE / 2 - centre[1]), 0, SIDE - digit.shape[1]))
-    canvas = np.zeros((SIDE, SIDE), dtype=np.uint8)
-    canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = np.clip(digit, 0, 255).round().astype(np.uint8)
-    return canvas
-
-
-def read_idx(path: str | Path, magic: int) -> np.ndarray:
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":  # gzip magic: .gz or not, by content
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise UserError(f"idx file {path} not found") from None
-    except (OSError, EOFError, zlib.error) as error:
-        raise UserError(f"cannot read idx file {path}: {error}") from None
-    return parse_idx(raw, magic, str(path))
-
-
-def logits_of(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    step = 1 if session.get_inputs()[0].shape[0] == 1 else EVAL_BATCH  # a fixed batch of 1 runs one by one
-    return np.concatenate([session.run(None, {name: images[i:i + step]})[0] for i in range(0, len(images), step)])
+        hint = "; it is a streaming model: add --stream" if streaming.STREAM_KEY in info.props else ""
+        raise UserError(f"{path} takes {found}; predict needs one float input [batch, {SIDE}, {SIDE}]{hint}")
+    return sess, info
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -124,45 +48,110 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the usage text
-        raise UserError(f"{message} (see --help)")
+def read_all(paths: list[Path], invert: str) -> tuple[list[Path], np.ndarray, list[dict]]:
+    """(readable paths, their pixels (N, 28, 28) uint8, [{"image", "error"}] for the others)."""
+    good, pixels, errors = [], [], []
+    for path in paths:
+        try:
+            pixels.append(read_image(path, invert))
+            good.append(path)
+        except UserError as error:
+            errors.append({"image": str(path), "error": str(error)})
+    return good, np.array(pixels, dtype=np.uint8).reshape(-1, SIDE, SIDE), errors
+
+
+def prediction(name: str, probs: np.ndarray, labels: list[str]) -> dict:
+    best = int(probs.argmax())
+    return {"image": name, "class": labels[best], "probability": float(probs[best]), "probabilities": probs.tolist()}
+
+
+def describe(pred: dict, labels: list[str]) -> str:
+    return (f"{pred['image']}: {pred['class']} ({100 * pred['probability']:.1f}%) | "
+            + " ".join(f"{name}:{p:.3f}" for name, p in zip(labels, pred["probabilities"])))
+
+
+def stream_image(sess, stream: dict, info: metadata.ModelInfo, name: str, pixels: np.ndarray, say) -> dict:
+    """Feed one image row by row; report the prediction after each row and from which row on it held."""
+    labels, steps = info.class_labels, []
+    for seen, logits, _ in streaming.run_stream(sess, stream, preprocess(pixels[None], info), [1] * len(pixels)):
+        steps.append(prediction(name, softmax(logits)[0], labels))
+        if stream["running_prediction"]:
+            say(f"{name} row {seen:2d}: {steps[-1]['class']} ({100 * steps[-1]['probability']:.1f}%)")
+    final = dict(steps[-1], rows=len(steps))
+    if stream["running_prediction"]:
+        final["known_from_row"] = next(i + 1 for i in range(len(steps))
+                                       if all(s["class"] == final["class"] for s in steps[i:]))
+        say(f"{name}: {final['class']} ({100 * final['probability']:.1f}%), the prediction from row "
+            f"{final['known_from_row']} of {len(steps)} on")
+        final["steps"] = [{k: s[k] for k in ("class", "probability")} for s in steps]
+    else:
+        say(f"{describe(final, labels)} (all-steps head: a prediction exists only after all {len(steps)} rows)")
+    return final
+
+
+def classify_idx(sess, info, args, result: dict, say) -> None:
+    images = read_idx(args.idx_images, IMAGE_MAGIC)
+    labels = read_idx(args.idx_labels, LABEL_MAGIC) if args.idx_labels else None
+    if not len(images) or (labels is not None and len(images) != len(labels)):
+        raise UserError(f"{args.idx_images} has {len(images)} images and {args.idx_labels} "
+                        f"{len(labels) if labels is not None else 0} labels; they must be the same, non-zero count")
+    probabilities = softmax(run_onnx(sess, preprocess(images, info)))
+    if labels is None:
+        for i, probs in enumerate(probabilities):
+            result["predictions"].append(prediction(f"{args.idx_images}[{i}]", probs, info.class_labels))
+            say(describe(result["predictions"][-1], info.class_labels))
+        return
+    correct = int((probabilities.argmax(1) == labels).sum())
+    result["accuracy"] = correct / len(labels)
+    recorded = f"; the checkpoint recorded {100 * info.test_accuracy:.2f}%" if info.test_accuracy is not None else ""
+    say(f"accuracy {100 * result['accuracy']:.2f}% ({correct}/{len(labels)}) on {args.idx_images}{recorded}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = Parser(prog="python -m export.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="a .onnx file written by `python -m export.onnx`")
+    parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...) or folders of them")
+    parser.add_argument("--idx-images", help="MNIST idx image file (raw or .gz) to classify")
+    parser.add_argument("--idx-labels", help="its idx label file: report the accuracy instead of each image")
+    parser.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                        help="make dark-on-light images white-on-black (auto: when the border is light)")
+    parser.add_argument("--stream", action="store_true", help="MODEL is a *.step.onnx: feed each image row by row")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    args = parser.parse_args(argv)
+    if args.idx_labels and not args.idx_images:
+        raise UserError("--idx-labels needs --idx-images")
+    if not args.images and not args.idx_images:
+        raise UserError("give image files or folders, or --idx-images (see --help)")
+    if args.stream and args.idx_images:
+        raise UserError("--stream takes image files; --idx-images runs the whole-sequence model")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = _Parser(prog="python -m export.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a .onnx file written by `python -m export.onnx`")
-    parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--idx-images", help="MNIST idx image file (raw or .gz) to evaluate")
-    parser.add_argument("--idx-labels", help="its idx label file")
-    parser.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
-                        help="make dark-on-light images white-on-black (auto: when the border is light)")
-    args = parser.parse_args(argv)
-    if bool(args.idx_images) != bool(args.idx_labels):
-        raise UserError("--idx-images and --idx-labels go together")
-    if not args.images and not args.idx_images:
-        raise UserError("give image files, or --idx-images and --idx-labels (see --help)")
-    session, info = open_model(args.model)
-    result = {"predictions": [], "accuracy": None}
-    if args.images:
-        pixels = np.stack([read_image(path, args.invert) for path in args.images])
-        probabilities = softmax(logits_of(session, preprocess(pixels, info)))
-        names = [info.class_labels[k] if k < len(info.class_labels) else str(k) for k in range(probabilities.shape[1])]
-        for path, probs in zip(args.images, probabilities):
-            best = int(probs.argmax())
-            print(f"{path}: {names[best]} ({100 * probs[best]:.1f}%) | "
-                  + " ".join(f"{name}:{p:.3f}" for name, p in zip(names, probs)))
-            result["predictions"].append({"image": str(path), "class": names[best], "probabilities": probs.tolist()})
+    args = parse_args(argv)
+    say = (lambda line: None) if args.json else print
+    if args.stream:
+        sess, info, stream = streaming.open_step_model(args.model)
+    else:
+        (sess, info), stream = open_model(args.model), None
+    result = {"model": str(args.model), "predictions": [], "errors": [], "accuracy": None}
+    paths, pixels, result["errors"] = read_all(image_files(args.images), args.invert)
+    for error in result["errors"]:
+        say(f"skipped: {error['error']}")
+    if stream is not None:
+        result["predictions"] = [stream_image(sess, stream, info, str(p), x, say) for p, x in zip(paths, pixels)]
+    elif len(paths):
+        for path, probs in zip(paths, softmax(run_onnx(sess, preprocess(pixels, info)))):
+            result["predictions"].append(prediction(str(path), probs, info.class_labels))
+            say(describe(result["predictions"][-1], info.class_labels))
     if args.idx_images:
-        images, labels = read_idx(args.idx_images, IMAGE_MAGIC), read_idx(args.idx_labels, LABEL_MAGIC)
-        if len(images) != len(labels) or not len(labels):
-            raise UserError(f"{args.idx_images} has {len(images)} images and {args.idx_labels} {len(labels)} labels; "
-                            "they must be the same, non-zero count")
-        predicted = logits_of(session, preprocess(images, info)).argmax(1)
-        correct = int((predicted == labels).sum())
-        result["accuracy"] = correct / len(labels)
-        recorded = f"; the checkpoint recorded {100 * info.test_accuracy:.2f}%" if info.test_accuracy is not None else ""
-        print(f"accuracy {100 * result['accuracy']:.2f}% ({correct}/{len(labels)}) on {args.idx_images}{recorded}")
+        classify_idx(sess, info, args, result, say)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    if result["errors"]:
+        first = result["errors"][0]["error"]
+        raise UserError(f"{len(result['errors'])} of {len(paths) + len(result['errors'])} images could not be read "
+                        f"(first: {first}); the others were classified")
     return result
 
 

@@ -17,17 +17,17 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
-from benchmarks.latency import measure_rotated
 from common.errors import UserError
-from export.verify import optional_test_set, run_onnx, session
+from common.timing import measure_rotated
+from export.metadata import set_metadata
+from export.runtime import run_onnx, session
+from export.verify import optional_test_set, write_verified
 
 LATENCY_BATCHES = (1, 256)
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> None:
     """Write `out_path` (int8 weights) from a verified float32 file, atomically, with its metadata."""
-    from export.onnx import set_metadata, write_verified  # here, not on top: export.onnx imports this module
-
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize.") as workdir:
         pre, quantized = Path(workdir) / "pre.onnx", Path(workdir) / "int8.onnx"
         try:

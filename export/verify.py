@@ -18,12 +18,13 @@ from typing import Callable
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from common import data
+from common.atomic import atomic_replace
 from common.errors import UserError
 from export import metadata
+from export.runtime import EVAL_BATCH, run_onnx, session
 
 # Measured with torch 2.14.1 / onnxruntime 1.32, float32: random inputs and batches of 257
 # differ by 1e-7..7e-6; over all 10,000 test images the worst was 4.4e-5 (a lightly trained
@@ -37,23 +38,6 @@ LOGIT_ATOL = 1e-3
 # but allowed. Any other differing prediction fails, even within LOGIT_ATOL.
 TIE_MARGIN = 1e-4
 BATCH_SIZES = (1, 257)
-EVAL_BATCH = 1000
-
-
-def session(path: str | Path) -> ort.InferenceSession:
-    """A CPU onnxruntime session; a file onnxruntime cannot load is a UserError."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its graph-optimisation notices are noise here
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own pybind exception types
-        raise UserError(f"onnxruntime cannot load {path}: {str(error).splitlines()[0]}") from None
-
-
-def run_onnx(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    chunks = [sess.run(None, {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
-    return np.concatenate(chunks)
 
 
 @torch.no_grad()
@@ -63,7 +47,7 @@ def run_torch(model: torch.nn.Module, images: np.ndarray, batch_size: int = EVAL
     return np.concatenate(chunks)
 
 
-def _check_interface(sess: ort.InferenceSession, path) -> None:
+def _check_interface(sess, path) -> None:
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     if inp.name != "input" or inp.type != "tensor(float)" or len(inp.shape) != 3 or inp.shape[1:] != [28, 28] \
             or isinstance(inp.shape[0], int):
@@ -122,31 +106,52 @@ def verify(onnx_path: str | Path, model: torch.nn.Module, *, normalize: bool | N
         images, labels = test.images[:count], test.labels[:count]
         onnx_logits, torch_logits = run_onnx(sess, images), run_torch(model, images)
         diffs["mnist_test_set"] = float(np.abs(onnx_logits - torch_logits).max())
-        onnx_pred, torch_pred = onnx_logits.argmax(1), torch_logits.argmax(1)
-        differ = np.flatnonzero(onnx_pred != torch_pred)
-        margins = torch_logits[differ, torch_pred[differ]] - torch_logits[differ, onnx_pred[differ]]
-        report.update(test_images=count, mismatches=int((margins > TIE_MARGIN).sum()),
-                      ties=int((margins <= TIE_MARGIN).sum()),
-                      onnx_test_accuracy=float((onnx_pred == labels).mean()),
-                      torch_test_accuracy=float((torch_pred == labels).mean()))
+        report.update(compare_predictions(onnx_logits, torch_logits, labels))
     log("max |onnx - torch| logits: " + ", ".join(f"{name} {value:.1e}" for name, value in diffs.items())
         + f" (tolerance {LOGIT_ATOL:.0e})")
-    _check_diffs(diffs, path)
+    check_diffs(diffs, path)
+    check_predictions(report, path, log)
+    return report
+
+
+def compare_predictions(onnx_logits: np.ndarray, torch_logits: np.ndarray, labels: np.ndarray) -> dict:
+    """How many predicted classes differ (beyond a float32 tie), and both accuracies."""
+    onnx_pred, torch_pred = onnx_logits.argmax(1), torch_logits.argmax(1)
+    differ = np.flatnonzero(onnx_pred != torch_pred)
+    margins = torch_logits[differ, torch_pred[differ]] - torch_logits[differ, onnx_pred[differ]]
+    flipped = differ[margins > TIE_MARGIN]
+    first = {"image": int(flipped[0]), "onnx": int(onnx_pred[flipped[0]]), "torch": int(torch_pred[flipped[0]])} \
+        if len(flipped) else None
+    return {"test_images": len(labels), "mismatches": len(flipped), "ties": int((margins <= TIE_MARGIN).sum()),
+            "first_mismatch": first, "onnx_test_accuracy": float((onnx_pred == labels).mean()),
+            "torch_test_accuracy": float((torch_pred == labels).mean())}
+
+
+def check_predictions(report: dict, path: Path, log: Callable[[str], None]) -> None:
+    count, first = report["test_images"], report.get("first_mismatch")
     if report["mismatches"]:
-        first = int(differ[margins > TIE_MARGIN][0])
         raise UserError(f"{path} predicts a different class than torch on {report['mismatches']} of {count} "
-                        f"test images (first: image {first}, onnx {onnx_pred[first]}, torch {torch_pred[first]})")
+                        f"test images (first: image {first['image']}, onnx {first['onnx']}, torch {first['torch']})")
     if count:
         log(f"predictions: {count - report['ties']}/{count} test images identical"
             + (f", {report['ties']} float32 ties" if report["ties"] else "")
             + f"; onnx test accuracy {100 * report['onnx_test_accuracy']:.2f}%")
-    return report
 
 
-def _check_diffs(diffs: dict[str, float], path: Path) -> None:
+def check_diffs(diffs: dict[str, float], path: Path) -> None:
     # `not <=` also catches NaN, which compares false with everything.
     bad = {name: value for name, value in diffs.items() if not value <= LOGIT_ATOL}
     if bad:
         worst = max(bad, key=lambda name: bad[name] if np.isfinite(bad[name]) else np.inf)
         raise UserError(f"{path} disagrees with torch: max abs logit difference {bad[worst]:.3g} on {worst} "
                         f"exceeds LOGIT_ATOL {LOGIT_ATOL:.0e}; the export is wrong, not just rounded")
+
+
+def write_verified(proto: onnx.ModelProto, path: Path, check: Callable[[Path], dict]) -> dict:
+    """Save `proto` beside `path`, run `check` on that file, and only if it passes move it to
+    `path` (atomically). On any failure `path` keeps what it held."""
+    def save_and_check(tmp: Path) -> dict:
+        onnx.save_model(proto, str(tmp))
+        return check(tmp)
+
+    return atomic_replace(path, save_and_check)

@@ -114,6 +114,8 @@ class JaxBackend:
 
     def __init__(self, config: Config, device_flag: str = "auto"):
         self.jax_device = select_device(device_flag)
+        if config.rnn_kernel == "cudnn" and self.jax_device.platform != "gpu":
+            raise UserError("--rnn-kernel cudnn runs cuDNN's LSTM, which needs a GPU; use --rnn-kernel scan on CPU")
         self.device = "cpu (XLA)" if self.jax_device.platform == "cpu" else self.jax_device.device_kind
         self.config = config
         self.optimizer = make_optimizer(config)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from common import data
 from common.config import CELLS, HEADS, Config
 from common.training import learning_rate
+from export import runtime as onnx_runtime
 from export.onnx import to_onnx
 from jax_impl import model as jax_model
 from jax_impl.train import JaxBackend, masked_loss, padded_batch, make_optimizer as jax_make_optimizer
@@ -85,7 +86,7 @@ def relative_error(reference, other) -> float:
 # ---- forward --------------------------------------------------------------------------------------
 
 @partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def _jax_forward(params, config: Config, x, kernel: str = "scan", unroll: bool = False):
+def _jax_forward(params, config: Config, x, kernel: str | None = None, unroll: bool = False):
     # Both public entry points under one jit: one compilation per shape instead of two (the
     # forward grid's run time is almost all XLA compilation).
     out, state = jax_model.recurrent(params, config, x, kernel, unroll)
@@ -94,7 +95,7 @@ def _jax_forward(params, config: Config, x, kernel: str = "scan", unroll: bool =
 
 
 def forward_diffs(model: RecurrentClassifier, config: Config, images: np.ndarray,
-                  jax_params: dict | None = None, kernel: str = "scan", unroll: bool = False) -> dict[str, float]:
+                  jax_params: dict | None = None, kernel: str | None = None, unroll: bool = False) -> dict[str, float]:
     """Max abs difference of every step's output, the final h (and c) of every layer, and the logits.
     JAX runs on a copy of the torch model's weights unless `jax_params` are given; `kernel` and
     `unroll` pick its form (jax_impl.model)."""
@@ -233,9 +234,7 @@ def _jax_adam_step(optimizer, weights, state, gradient):
 def onnx_session(model: RecurrentClassifier, config: Config) -> ort.InferenceSession:
     """Export `model` with the project's exporter (in memory) and open it in onnxruntime on CPU."""
     proto = to_onnx(copy.deepcopy(model).cpu().eval(), config)  # the exporter traces on CPU
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # graph-optimisation notices are noise here
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx_runtime.session(proto.SerializeToString())
 
 
 def onnx_diffs(session: ort.InferenceSession, model: RecurrentClassifier, config: Config,

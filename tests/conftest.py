@@ -46,7 +46,7 @@ def mnist_dir() -> Path:
     folder = data.resolve_data_dir()
     problems = data.verify(folder)
     assert not problems, f"real MNIST needed in {folder}: {problems}; run `python -m common.data fetch`"
-    return folder
+    return folder.resolve()  # absolute: tests may chdir
 
 
 def tiny_config(**overrides) -> Config:

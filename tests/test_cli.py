@@ -18,10 +18,11 @@ from common import data
 from common.errors import EXIT_USER_ERROR, UserError, run_cli
 
 CLIS = ["benchmarks.compare", "benchmarks.chaos", "benchmarks.speed", "parity.report", "common.data",
-        "torch_impl.train", "jax_impl.train", "export.onnx", "export.predict", "benchmarks.latency"]
+        "torch_impl.train", "jax_impl.train", "export.onnx", "export.predict", "benchmarks.latency",
+        "benchmarks.gpu_check", "benchmarks.gpu_latency", "benchmarks.profile"]
 # (module, arguments, what the one line must say): an unknown flag for each, a bad value where the
 # module checks values itself.
-REQUIRED = {"common.data": ["verify"], "export.predict": ["model.onnx"], "export.onnx": ["--checkpoint", "x"]}
+REQUIRED = {"common.data": ["verify"], "benchmarks.gpu_check": ["--out", "x"], "export.predict": ["model.onnx"], "export.onnx": ["--checkpoint", "x"]}
 BAD_INPUT = [(module, [*REQUIRED.get(module, []), "--no-such-flag"], "unrecognized arguments: --no-such-flag")
              for module in CLIS] + [
     ("benchmarks.compare", ["--jobs", "0"], "--jobs must be at least 1"),
@@ -31,6 +32,9 @@ BAD_INPUT = [(module, [*REQUIRED.get(module, []), "--no-such-flag"], "unrecogniz
     ("benchmarks.speed", ["--batch-sizes", "x"], "argument --batch-sizes: invalid int value: 'x'"),
     ("parity.report", ["--sizes", "huge"], "argument --sizes: invalid choice: 'huge'"),
     ("common.data", ["download"], "argument command: invalid choice: 'download'"),
+    ("common.data", ["pack"], "give a destination folder with `pack DEST`"),
+    ("benchmarks.gpu_latency", ["--rounds", "0"], "--rounds must be at least 1"),
+    ("benchmarks.profile", ["--batch-size", "0"], "--rounds and --batch-size must be at least 1"),
     # --update-docs into a block the docs do not have: refused before minutes of work
     ("parity.report", ["--sizes", "tiny", "--update-docs"], "has no <!-- parity:tiny:start -->"),
     ("benchmarks.chaos", ["--preset", "tuned", "--update-docs"], "has no <!-- chaos:tuned:start -->"),

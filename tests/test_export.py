@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 import pytest
 
-from benchmarks.latency import measure_rotated
 from common import checkpoint, data
 from common.config import Config
 from common.errors import UserError, run_cli
+from common.timing import measure_rotated
 from export import metadata
 from export import onnx as export_onnx
 from export import quantize as export_quantize
@@ -222,3 +222,16 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path):
     bad.write_bytes(bad.read_bytes()[:100])
     with pytest.raises(UserError, match="truncated or corrupt"):
         export_onnx.export_checkpoint(bad, log=lambda line: None)
+
+
+def test_out_onto_existing_file_needs_force(exported, tmp_path, capsys):
+    ckpt = exported["lstm"][0]
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(export_onnx.main, ["--checkpoint", str(ckpt), "--out", str(out), "--verify-limit", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "already exists; pass --force" in err and err.count("\n") == 1
+    assert out.read_bytes() == b"keep me"
+    (report,) = export_onnx.main(["--checkpoint", str(ckpt), "--out", str(out), "--verify-limit", "0", "--force"])
+    assert onnx.load(str(out)).graph.input[0].name == "input"

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from PIL import Image
 
 from common import data
 from common.errors import run_cli
-from export import metadata, predict
+from export import predict
 from export.verify import run_onnx, session
 from tests.conftest import idx_bytes
 
@@ -153,7 +154,7 @@ def test_error_cases(model_path, test_u8, tmp_path, capsys):
         "corrupt onnx": ([tmp_path / "corrupt.onnx", tmp_path / "digit.png"], "is not a loadable ONNX model"),
         "random bytes": ([tmp_path / "notes.png", tmp_path / "digit.png"], "is not a loadable ONNX model"),
         "nothing to do": ([model_path], "give image files"),
-        "idx half": ([model_path, "--idx-images", tmp_path / "digit.png"], "go together"),
+        "labels without images": ([model_path, "--idx-labels", tmp_path / "labels.idx"], "needs --idx-images"),
         "idx not idx": ([model_path, "--idx-images", tmp_path / "digit.png", "--idx-labels", tmp_path / "digit.png"],
                         "is not an MNIST image file"),
         "idx counts differ": ([model_path, "--idx-images", tmp_path / "images.idx", "--idx-labels",
@@ -165,3 +166,51 @@ def test_error_cases(model_path, test_u8, tmp_path, capsys):
         code, out, err = run_predict(argv, capsys)
         assert code == 2, name
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (name, err)
+
+
+def test_bad_files_do_not_stop_the_batch(model_path, test_u8, tmp_path, capsys):
+    """Readable images are classified, each unreadable one is reported, and the exit status is 2 at the end."""
+    images, _ = test_u8
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_text("not an image")
+    Image.fromarray(images[1]).save(tmp_path / "c.png")
+    code, out, err = run_predict([model_path, tmp_path / "a.png", tmp_path / "b.png", tmp_path / "missing.png",
+                                  tmp_path / "c.png"], capsys)
+    lines = out.strip().splitlines()
+    probabilities = predict.softmax(expected_logits(model_path, images[:2]))
+    assert code == 2 and err.count("\n") == 1 and "2 of 4 images could not be read" in err
+    assert lines[0].startswith(f"skipped: {tmp_path / 'b.png'} is not an image") and "missing.png" in lines[1]
+    for line, name, probs in zip(lines[2:], ("a.png", "c.png"), probabilities):
+        assert line.startswith(f"{tmp_path / name}: {probs.argmax()} ({100 * probs.max():.1f}%)")
+    assert len(lines) == 4
+
+
+def test_folder_and_json(model_path, test_u8, tmp_path, capsys):
+    images, _ = test_u8
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(images[i]).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image, and not named like one: ignored")
+    code, out, _ = run_predict([model_path, folder, "--json"], capsys)
+    result = json.loads(out)
+    probabilities = predict.softmax(expected_logits(model_path, images[:3]))
+    assert code == 0 and result["errors"] == [] and result["accuracy"] is None
+    assert [p["image"] for p in result["predictions"]] == [str(folder / f"{i}.png") for i in range(3)]
+    np.testing.assert_allclose([p["probabilities"] for p in result["predictions"]], probabilities, rtol=1e-6)
+    assert [p["class"] for p in result["predictions"]] == [str(k) for k in probabilities.argmax(1)]
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_predict([model_path, tmp_path / "empty"], capsys)
+    assert code == 2 and "holds no image files" in err and err.count("\n") == 1
+
+
+def test_idx_images_without_labels_classifies(model_path, test_u8, tmp_path, capsys):
+    images, _ = test_u8
+    (tmp_path / "images.idx").write_bytes(idx_bytes(images[:5]))
+    code, out, _ = run_predict([model_path, "--idx-images", tmp_path / "images.idx", "--json"], capsys)
+    result = json.loads(out)
+    expected = expected_logits(model_path, images[:5]).argmax(1)
+    assert code == 0 and [p["class"] for p in result["predictions"]] == [str(k) for k in expected]
+    assert result["predictions"][4]["image"] == f"{tmp_path / 'images.idx'}[4]"
+    code, out, _ = run_predict([model_path, "--idx-images", tmp_path / "images.idx"], capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 5

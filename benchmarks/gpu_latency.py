@@ -1,0 +1,105 @@
+"""Inference latency of torch and of JAX's three forms on one device, batch 1 and 256.
+
+    python -m benchmarks.gpu_latency --device cuda            # torch, JAX scan / unrolled / cuDNN
+    python -m benchmarks.gpu_latency --device cpu --rounds 7  # the same contenders on the CPU
+
+Contenders: torch eager (cuDNN on GPU, oneDNN on CPU), JAX's training form of the scan, its
+inference form (input projection hoisted, scan unrolled) and, on a GPU, cuDNN's LSTM through
+jax.experimental.rnn. lstm-last with random weights (latency does not depend on them). Timed in
+rotation as in benchmarks.latency (which adds onnxruntime on the CPU); each call waits for its
+result (torch.cuda.synchronize, block_until_ready), so the times include the device's work.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from common.timing import measure_rotated
+from common.config import Config
+from common.cli import Parser
+from common.errors import UserError, run_cli
+from common.precision import exact_float32
+
+BATCH_SIZES = (1, 256)
+
+
+def torch_calls(params: dict, config: Config, inputs: dict, device: str) -> dict[str, Callable]:
+    import torch
+    from torch_impl.model import RecurrentClassifier, set_params
+    model = RecurrentClassifier(config).to(device).eval()
+    set_params(model, params)
+
+    def call(x):
+        with torch.inference_mode():
+            logits = model(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return logits
+    return {("torch eager", n): (lambda x=torch.from_numpy(images).to(device): call(x)) for n, images in inputs.items()}
+
+
+def jax_calls(params: dict, config: Config, inputs: dict, device: str) -> dict[str, Callable]:
+    import jax
+    from jax_impl.model import forward
+    target = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+    jax_params = jax.device_put(params, target)
+    forms = {"jax scan": dict(kernel="scan"), "jax unrolled": dict(kernel="scan", unroll=True)}
+    if device == "cuda":
+        forms["jax cudnn"] = dict(kernel="cudnn")
+    calls = {}
+    for name, form in forms.items():
+        for n, images in inputs.items():
+            x = jax.device_put(images, target)
+            calls[(name, n)] = lambda x=x, form=form: forward(jax_params, config, x, **form).block_until_ready()
+    return calls
+
+
+def measure(device: str, rounds: int, block_seconds: float) -> dict:
+    import torch
+    from torch_impl.model import RecurrentClassifier, get_params
+    config = Config(cell="lstm", head="last")
+    torch.manual_seed(0)
+    params = get_params(RecurrentClassifier(config))
+    rng = np.random.default_rng(0)
+    inputs = {n: rng.random((n, config.seq_len, config.input_size), dtype=np.float32) for n in BATCH_SIZES}
+    contenders = {**torch_calls(params, config, inputs, device), **jax_calls(params, config, inputs, device)}
+    load = os.getloadavg()[0]
+    medians = measure_rotated(contenders, rounds, block_seconds)
+    names = list(dict.fromkeys(name for name, _ in contenders))
+    return {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "variant": config.variant,
+            "latency_ms": {name: {str(n): 1e3 * medians[(name, n)] for n in BATCH_SIZES} for name in names},
+            "rounds": rounds, "block_seconds": block_seconds, "load_before": load, "load_after": os.getloadavg()[0]}
+
+
+def table(report: dict) -> str:
+    rows = ["| contender | batch 1 (ms) | batch 256 (ms) | samples/s at 256 |", "|---|---|---|---|"]
+    for name, row in report["latency_ms"].items():
+        rows.append(f"| {name} | {row['1']:.3f} | {row['256']:.3f} | {256e3 / row['256']:.0f} |")
+    rows.append(f"\n{report['variant']} on {report['device']}; median of {report['rounds']} rounds of "
+                f"~{report['block_seconds']} s blocks in rotation; load {report['load_before']:.2f} -> "
+                f"{report['load_after']:.2f}")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = Parser(prog="python -m benchmarks.gpu_latency", description=__doc__)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
+    parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
+    parser.add_argument("--json", help="also write the numbers here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or not args.block_seconds > 0:
+        raise UserError("--rounds must be at least 1 and --block-seconds positive")
+    exact_float32()
+    report = measure(args.device, args.rounds, args.block_seconds)
+    print(table(report))
+    if args.json:
+        from common.atomic import atomic_write_json
+        atomic_write_json(args.json, report)
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)
