@@ -25,11 +25,10 @@ from benchmarks.compare import DEFAULT_OUT, REFERENCE_DIR
 from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir, preset_config,
                               train_pairs)
 from common import checkpoint
-from common.atomic import atomic_write_json, atomic_write_text
 from common.cli import Parser, add_data_dir
 from common.config import parse_variant
 from common.errors import run_cli
-from common.report import markdown_table, paste_between_markers, require_markers
+from common.report import markdown_table, paste_between_markers, require_markers, write_report
 
 STARTS = ("shared", "one ulp off")
 
@@ -72,9 +71,7 @@ def chaos(variants: Sequence[str], out: Path, *, preset: str, jobs: int | None =
              for row in rows]
     markdown = (f"`python -m benchmarks.chaos --preset {preset} --variants {' '.join(variants)}` — "
                 f"{summaries[0]['machine']['processor']}; {datetime.date.today()}\n\n{markdown_table(head, cells)}\n")
-    atomic_write_json(out / "chaos.json", {"preset": preset, "rows": rows})
-    atomic_write_text(out / "chaos.md", markdown)
-    print(markdown)
+    write_report(out, "chaos", {"preset": preset, "rows": rows}, markdown)
     return rows
 
 

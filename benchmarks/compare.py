@@ -32,11 +32,11 @@ from typing import Sequence
 
 from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir,  # noqa: F401
                               preset_config, train_pairs)
-from common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from common.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import Parser, add_data_dir
 from common.config import VARIANTS, Config, parse_variant
 from common.errors import UserError, run_cli
-from common.report import markdown_table, paste_between_markers, require_markers
+from common.report import markdown_table, paste_between_markers, require_markers, write_report
 from common.training import EXIT_INTERRUPTED
 
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
@@ -209,13 +209,11 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
     order = list(VARIANTS) + sorted(set(variants) - set(VARIANTS))  # the tutorial's row order
     runs.sort(key=lambda run: (order.index(run["variant"]), FRAMEWORKS.index(run["framework"])))
     markdown = table(runs, command, wall_seconds, jobs)
-    atomic_write_json(out / "results.json", {"command": command, "preset": preset, "jobs": jobs, "runs": runs,
-                                             "training_wall_seconds": wall_seconds,
-                                             "python": platform.python_version(),
-                                             "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
-    atomic_write_text(out / "results.md", markdown)
     curves(runs, metrics, out / "curves.png")
-    print(markdown)
+    write_report(out, "results", {"command": command, "preset": preset, "jobs": jobs, "runs": runs,
+                                  "training_wall_seconds": wall_seconds, "python": platform.python_version(),
+                                  "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds")},
+                 markdown)
     return runs
 
 

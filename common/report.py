@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from common.atomic import atomic_write_text
+from common.atomic import atomic_write_json, atomic_write_text
 from common.errors import UserError
 
 
@@ -22,6 +22,13 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str
             raise ValueError(f"row {list(row)} has {len(row)} cells for {len(head)} columns")
         lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
     return "\n".join(lines)
+
+
+def write_report(folder: Path, stem: str, record: dict, markdown: str) -> None:
+    """FOLDER/STEM.json (every number) and FOLDER/STEM.md (the table), then the table on stdout."""
+    atomic_write_json(folder / f"{stem}.json", record)
+    atomic_write_text(folder / f"{stem}.md", markdown)
+    print(markdown)
 
 
 def markers(name: str) -> tuple[str, str]:

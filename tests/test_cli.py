@@ -19,10 +19,11 @@ from common.errors import EXIT_USER_ERROR, UserError, run_cli
 
 CLIS = ["benchmarks.compare", "benchmarks.chaos", "benchmarks.speed", "parity.report", "common.data",
         "torch_impl.train", "jax_impl.train", "export.onnx", "export.predict", "benchmarks.latency",
-        "benchmarks.gpu_check", "benchmarks.gpu_latency", "benchmarks.profile"]
+        "benchmarks.gpu_check", "benchmarks.gpu_latency", "benchmarks.profile", "export.serve_web"]
 # (module, arguments, what the one line must say): an unknown flag for each, a bad value where the
 # module checks values itself.
-REQUIRED = {"common.data": ["verify"], "benchmarks.gpu_check": ["--out", "x"], "export.predict": ["model.onnx"], "export.onnx": ["--checkpoint", "x"]}
+REQUIRED = {"common.data": ["verify"], "benchmarks.gpu_check": ["--out", "x"], "export.predict": ["model.onnx"],
+            "export.onnx": ["--checkpoint", "x"], "export.serve_web": ["model.onnx"]}
 BAD_INPUT = [(module, [*REQUIRED.get(module, []), "--no-such-flag"], "unrecognized arguments: --no-such-flag")
              for module in CLIS] + [
     ("benchmarks.compare", ["--jobs", "0"], "--jobs must be at least 1"),

@@ -15,6 +15,7 @@ from benchmarks import compare
 from common import data
 from common.report import require_markers
 from export import predict
+from export.runtime import run_onnx
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,7 +35,7 @@ def test_own_code_snippet_gives_predicts_logits(tiny_onnx, mnist_dir, tmp_path, 
     exec(own_code_snippet(), scope)
     session, info = predict.open_model(tmp_path / "lstm-last.onnx")
     assert info.preprocessing.normalize
-    expected = predict.logits_of(session, predict.preprocess(u8, info))
+    expected = run_onnx(session, predict.preprocess(u8, info))
     assert np.array_equal(scope["logits"], expected)
 
 
