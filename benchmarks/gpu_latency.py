@@ -16,10 +16,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.timing import measure_rotated
+from common.report import markdown_table
+from common.timing import add_timing_flags, check_timing_flags, measure_rotated, write_json
 from common.config import Config
 from common.cli import Parser
-from common.errors import UserError, run_cli
+from common.errors import run_cli
 from common.precision import exact_float32
 
 BATCH_SIZES = (1, 256)
@@ -74,30 +75,24 @@ def measure(device: str, rounds: int, block_seconds: float) -> dict:
 
 
 def table(report: dict) -> str:
-    rows = ["| contender | batch 1 (ms) | batch 256 (ms) | samples/s at 256 |", "|---|---|---|---|"]
-    for name, row in report["latency_ms"].items():
-        rows.append(f"| {name} | {row['1']:.3f} | {row['256']:.3f} | {256e3 / row['256']:.0f} |")
-    rows.append(f"\n{report['variant']} on {report['device']}; median of {report['rounds']} rounds of "
+    rows = [[name, f"{row['1']:.3f}", f"{row['256']:.3f}", f"{256e3 / row['256']:.0f}"]
+            for name, row in report["latency_ms"].items()]
+    table_ = markdown_table(["contender", "batch 1 (ms)", "batch 256 (ms)", "samples/s at 256"], rows)
+    return table_ + (f"\n\n{report['variant']} on {report['device']}; median of {report['rounds']} rounds of "
                 f"~{report['block_seconds']} s blocks in rotation; load {report['load_before']:.2f} -> "
                 f"{report['load_after']:.2f}")
-    return "\n".join(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = Parser(prog="python -m benchmarks.gpu_latency", description=__doc__)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
-    parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
-    parser.add_argument("--json", help="also write the numbers here")
+    add_timing_flags(parser)
     args = parser.parse_args(argv)
-    if args.rounds < 1 or not args.block_seconds > 0:
-        raise UserError("--rounds must be at least 1 and --block-seconds positive")
+    check_timing_flags(args)
     exact_float32()
     report = measure(args.device, args.rounds, args.block_seconds)
     print(table(report))
-    if args.json:
-        from common.atomic import atomic_write_json
-        atomic_write_json(args.json, report)
+    write_json(args, report)
     return report
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from benchmarks import step_latency
 from common.cli import Parser
 from common.errors import UserError, run_cli
-from common.timing import measure_rotated
+from common.timing import add_timing_flags, check_timing_flags, measure_rotated, write_json
 
 BATCH_SIZES = (1, 256)
 
@@ -132,22 +132,17 @@ def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *,
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = Parser(prog="python -m benchmarks.latency", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.latency", description=__doc__)
     parser.add_argument("--variant", default="lstm-last", help="model shape when no --checkpoint is given")
     parser.add_argument("--checkpoint", help="time this model.safetensors (its config decides the shape)")
-    parser.add_argument("--rounds", type=int, default=7, help="rotations over all contenders")
-    parser.add_argument("--block-seconds", type=float, default=0.5, help="time per contender per round")
-    parser.add_argument("--json", help="also write the numbers here")
+    add_timing_flags(parser)
     parser.add_argument("--streaming", action="store_true",
                         help="per-row latency of the step model instead (benchmarks/step_latency.py)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or not args.block_seconds > 0:
-        raise UserError("--rounds must be at least 1 and --block-seconds positive")
+    check_timing_flags(args)
     run = step_latency.benchmark if args.streaming else benchmark
     report = run(args.variant, args.checkpoint, rounds=args.rounds, block_seconds=args.block_seconds)
-    if args.json:
-        from common.atomic import atomic_write_json
-        atomic_write_json(args.json, report)
+    write_json(args, report)
     return report
 
 

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.timing import measure_rotated
+from common.report import markdown_table
+from common.timing import add_timing_flags, check_timing_flags, measure_rotated, write_json
 from common.config import Config, parse_variant
 from common.cli import Parser
 from common.errors import UserError, run_cli
@@ -95,33 +96,28 @@ def profile(variant: str, batch_size: int, rounds: int, block_seconds: float) ->
 
 
 def table(report: dict) -> str:
-    rows = ["| piece | torch ms | jax ms | jax/torch time |", "|---|---|---|---|"]
-    names = dict.fromkeys(key.split(" ", 1)[1] for key in report["ms"])
-    for name in names:
-        t, j = report["ms"].get(f"torch {name}"), report["ms"].get(f"jax {name}")
-        rows.append(f"| {name} | {f'{t:.2f}' if t else '-'} | {f'{j:.2f}' if j else '-'} | "
-                    f"{f'{j / t:.2f}x' if t and j else '-'} |")
     from common.training import cpu_name
-    rows.append(f"\n{report['variant']}, batch {report['batch_size']}, {cpu_name()}; load {report['load_before']:.2f}"
-                f" -> {report['load_after']:.2f}")
-    return "\n".join(rows)
+    rows = []
+    for name in dict.fromkeys(key.split(" ", 1)[1] for key in report["ms"]):
+        t, j = report["ms"].get(f"torch {name}"), report["ms"].get(f"jax {name}")
+        rows.append([name, f"{t:.2f}" if t else "-", f"{j:.2f}" if j else "-", f"{j / t:.2f}x" if t and j else "-"])
+    return (markdown_table(["piece", "torch ms", "jax ms", "jax/torch time"], rows)
+            + f"\n\n{report['variant']}, batch {report['batch_size']}, {cpu_name()}; load {report['load_before']:.2f}"
+            f" -> {report['load_after']:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = Parser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--variant", default="lstm-last")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5, help="rotations over all pieces (median taken)")
-    parser.add_argument("--block-seconds", type=float, default=0.5, help="time per piece per round")
-    parser.add_argument("--json", help="also write the numbers here")
+    add_timing_flags(parser, rounds=5)
     args = parser.parse_args(argv)
-    if args.rounds < 1 or not args.block_seconds > 0 or args.batch_size < 1:
-        raise UserError("--rounds and --batch-size must be at least 1 and --block-seconds positive")
+    check_timing_flags(args)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     report = profile(args.variant, args.batch_size, args.rounds, args.block_seconds)
     print(table(report))
-    if args.json:
-        from common.atomic import atomic_write_json
-        atomic_write_json(args.json, report)
+    write_json(args, report)
     return report
 
 

@@ -27,11 +27,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.atomic import atomic_write_json
 from common.cli import Parser
 from common.config import GATES, VARIANTS, Config
 from common.errors import UserError, run_cli
 from common.precision import exact_float32
+from common.timing import add_timing_flags, check_timing_flags, write_json
 from common.report import markdown_table, paste_between_markers, require_markers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -176,18 +176,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rounds", type=int, default=5, help="rotations over all contenders (median taken)")
-    parser.add_argument("--block-seconds", type=float, default=0.5, help="seconds each contender runs per round")
+    add_timing_flags(parser, rounds=5)
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's own, one per core)")
-    parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument("--update-docs", action="store_true", help="paste the table into docs/PERFORMANCE.md")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if args.rounds < 1 or args.block_seconds <= 0 or min(args.batch_sizes) < 1:
-        raise UserError("--rounds and --batch-sizes must be at least 1 and --block-seconds positive")
+    check_timing_flags(args)
+    if min(args.batch_sizes) < 1:
+        raise UserError(f"--batch-sizes must be at least 1, got {min(args.batch_sizes)}")
     exact_float32()
     if args.update_docs:
         require_markers(DOCS / "PERFORMANCE.md", "speed")
@@ -196,8 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         torch.set_num_threads(max(1, args.torch_threads))
     report = measure(args.variants, args.batch_sizes, args.rounds, args.block_seconds, args.device)
     print(table(report))
-    if args.json:
-        atomic_write_json(args.json, report)
+    write_json(args, report)
     if args.update_docs:
         paste_between_markers(DOCS / "PERFORMANCE.md", "speed", table(report))
     return report

@@ -33,3 +33,24 @@ def measure_rotated(contenders: dict[Hashable, Callable[[], object]], rounds: in
         for key, fn in contenders.items():
             blocks[key].append(time_block(fn, block_seconds))
     return {key: statistics.median(values) for key, values in blocks.items()}
+
+
+def add_timing_flags(parser, rounds: int = 7, block_seconds: float = 0.5) -> None:
+    """The flags every benchmark takes: --rounds, --block-seconds, --json."""
+    parser.add_argument("--rounds", type=int, default=rounds, help="rotations over all contenders (median taken)")
+    parser.add_argument("--block-seconds", type=float, default=block_seconds,
+                        help="seconds each contender runs per round")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the numbers here")
+
+
+def check_timing_flags(args) -> None:
+    from common.errors import UserError
+    if args.rounds < 1 or not args.block_seconds > 0:
+        raise UserError("--rounds must be at least 1 and --block-seconds positive")
+
+
+def write_json(args, report: dict) -> None:
+    """--json FILE: the report, written atomically."""
+    if args.json:
+        from common.atomic import atomic_write_json
+        atomic_write_json(args.json, report)
