@@ -78,15 +78,15 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise UserError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
 
     @property
     def head_features(self) -> int:
         """Width of the classifier's input: every step's output flattened, or the last step's."""
         return self.hidden_size * self.seq_len if self.head == "all" else self.hidden_size
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"--lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise UserError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
 
     @property
     def variant(self) -> str:
