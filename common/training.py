@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -217,12 +218,12 @@ class Loop:
             while self.state.epoch < self.config.epochs:
                 self.train_epoch(interrupt)
                 test = self.end_epoch()
-        except Interrupted as stop:
+        except (Interrupted, KeyboardInterrupt) as stop:  # KeyboardInterrupt: no handler (not the main thread)
             self.save_state()
             if self.main:
                 print(f"\ninterrupted; state saved. Resume with: python -m {self.framework}_impl.train "
                       f"--resume {self.out}", file=sys.stderr)
-            raise SystemExit(128 + stop.signum) from None
+            raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
         finally:
             interrupt.restore()
         test_loss, test_acc = test or evaluate(self.backend, self.test_set, self.options.eval_batch_size)

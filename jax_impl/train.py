@@ -30,15 +30,15 @@ from jax_impl import distributed
 from jax_impl.model import forward, init_params
 
 
-def select_platform(flag: str) -> str:
-    """'gpu' when asked for or present (auto), else 'cpu'."""
+def select_device(flag: str) -> jax.Device:
+    """The first GPU when asked for or present (auto), else the first CPU device."""
     try:
         gpus = jax.devices("gpu")
     except RuntimeError:  # no GPU backend installed or no GPU present
         gpus = []
     if flag == "cuda" and not gpus:
         raise UserError("--device cuda, but JAX sees no GPU (is jax[cuda] installed?); use --device cpu or auto")
-    return "gpu" if gpus and flag != "cpu" else "cpu"
+    return gpus[0] if gpus and flag != "cpu" else jax.devices("cpu")[0]
 
 
 def scale_by_adam_exact(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
@@ -116,7 +116,7 @@ class JaxBackend:
 
     def __init__(self, config: Config, device_flag: str = "auto", devices: int = 1):
         distributed.start(devices)
-        self.mesh = distributed.make_mesh(select_platform(device_flag), devices)
+        self.mesh = distributed.make_mesh(select_device(device_flag).platform, devices)
         distributed_rows.check_divisible(config.batch_size, self.mesh.size, "devices")
         self.replicated, self.sharded = distributed.shardings(self.mesh)
         self.is_main = jax.process_index() == 0

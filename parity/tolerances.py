@@ -77,11 +77,14 @@ MNIST_ACCURACY_GAP = 0.003
 # CPU devices). Same arithmetic with the sums split in two and added after: rounding only.
 # Measured 2026-11-27 (`python -m tests.test_distributed`: rnn, gru, lstm, lstm-last x seeds 0, 1;
 # torch 2.14.1, JAX 0.10.2, 2-core AMD EPYC): per-step losses differ by at most 4.8e-7 (torch) and
-# 4.8e-7 (JAX), final weights by at most 1.5e-7 (torch) and 1.0e-7 (JAX); a 2-process run stopped
-# by SIGTERM and resumed on 1 process (hidden 12, 80 steps) vs the uninterrupted 2-process run:
-# weights 8.9e-8, losses 7.5e-8. DDP(2) vs JAX(2) stays within the cross-framework TRAIN_* bounds
-# (measured 6.0e-8..3.9e-7). Bounds: ~4x and ~7x the largest gap; an off-by-one shard, a gradient
-# summed instead of averaged or a dropped padding mask moves these by 1e-3 or more.
+# 4.8e-7 (JAX), final weights by at most 1.5e-7 (torch) and 1.0e-7 (JAX) (those runs: 20 full
+# batches; the test's own run, whose last batch is partial, gave the same order); a 2-process run
+# stopped by SIGTERM and resumed on 1 process (hidden 12, 2 epochs of 40 steps, worker 1's last
+# shard all padding) vs the uninterrupted 2-process run: weights 1.5e-7, losses 1.0e-7. DDP(2) vs JAX(2) stays within the cross-framework TRAIN_* bounds
+# (measured 6.0e-8..3.9e-7). Bounds: ~4x and ~7x the largest gap. (Not measured: what a wrong
+# shard or an unmasked padding row would do; they change the gradient itself, not its rounding.
+# A gradient summed instead of averaged over workers is NOT caught by weights: Adam is nearly
+# scale-invariant; the logged losses, summed separately, would still match.)
 # The first-step Adam amplification described above (TRAIN_PARAMS_ATOL_FIRST) can in principle hit
 # DP too (elements with |g| ~ 1e-8); it did not in these 8 runs; the tests use fixed seeds.
 DP_LOSS_ATOL = 2e-6
