@@ -96,7 +96,7 @@ def profile(variant: str, batch_size: int, rounds: int, block_seconds: float) ->
 
 
 def table(report: dict) -> str:
-    from common.training import cpu_name
+    from common.summary import cpu_name
     rows = []
     for name in dict.fromkeys(key.split(" ", 1)[1] for key in report["ms"]):
         t, j = report["ms"].get(f"torch {name}"), report["ms"].get(f"jax {name}")

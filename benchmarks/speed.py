@@ -68,17 +68,16 @@ def torch_contender(config: Config, images, labels, device: str) -> tuple[Callab
 
 def jax_contender(config: Config, images, labels, device: str) -> tuple[Callable[[], object], float]:
     """The trainer's step, compiled ahead of time so that the compile time can be reported."""
-    import jax
     from jax_impl import train as jax_train
     backend = jax_train.JaxBackend(config, device)
-    batch = jax.device_put(jax_train.padded_batch(images, labels, len(labels)), backend.jax_device)
+    batch = backend.device_batch(images, labels, len(labels))
     started = time.perf_counter()
     compiled = jax_train.train_step.lower(backend.params, backend.opt_state, batch, config).compile()
     compile_seconds = time.perf_counter() - started
 
     def step():  # what JaxBackend.train_step does, with the executable compiled above
         backend.set_learning_rate(config.lr)
-        batch = jax.device_put(jax_train.padded_batch(images, labels, len(labels)), backend.jax_device)
+        batch = backend.device_batch(images, labels, len(labels))
         backend.params, backend.opt_state, metrics = compiled(backend.params, backend.opt_state, batch)
         return float(metrics["loss"]), int(metrics["correct"])  # reading them back waits for the device
     return step, compile_seconds
@@ -109,7 +108,7 @@ def run_block(step: Callable[[], object], seconds: float) -> float:
 def machine(device: str) -> dict:
     import jax
     import torch
-    from common.training import cpu_name
+    from common.summary import cpu_name
     return {"device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
             "cpu": cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "jax": jax.__version__}

@@ -128,12 +128,18 @@ class RunOptions:
     log_every: int = _opt("log a line every N steps", default=100)
     eval_batch_size: int = _opt("batch size for evaluation", default=1000)
     device: str = _opt("auto (GPU when present), cpu or cuda", default="auto")
-    progress: bool = _opt("show a progress bar", default=True)
+    progress: bool = _opt("show a progress bar (only when stderr is a terminal)", default=True)
+    devices: int = _opt("JAX: data-parallel over this many local devices (torch: one per process; "
+                        "start N with torchrun --nproc-per-node N)", default=1)
+    dist_backend: str = _opt("torch.distributed backend under torchrun: auto (nccl on GPU, gloo on CPU), "
+                             "gloo or nccl", default="auto")
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("checkpoint_every", "log_every", "eval_batch_size"):
+        if self.dist_backend not in ("auto", "gloo", "nccl"):
+            raise UserError(f"--dist-backend must be auto, gloo or nccl, got {self.dist_backend!r}")
+        for name in ("checkpoint_every", "log_every", "eval_batch_size", "devices"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.eval_only and not self.init_from:

@@ -31,7 +31,7 @@ from common.config import variant_name
 from common.errors import run_cli
 from common.precision import exact_float32
 from common.report import markdown_table, paste_between_markers, require_markers
-from common.training import cpu_name
+from common.summary import cpu_name
 from parity import measure, tolerances
 
 SIZES = {

@@ -91,3 +91,25 @@ ADAM_RTOL = 2e-6
 #   one ulp 98.18%; test losses 0.067, 0.066, 0.062. 0.3 points (30 of 10,000 images) is ~3x the
 #   spread seen.
 MNIST_ACCURACY_GAP = 0.003
+
+# Data parallel vs one process (tests/test_distributed.py: hidden 8, 2 layers, global batch 16,
+# lr 0.005, 20 steps on synthetic data, 2 workers: torch DDP over gloo under torchrun, JAX over 2
+# CPU devices). Same arithmetic with the sums split in two and added after: rounding only.
+# Measured 2026-11-27 (torch 2.14.1, JAX 0.10.2, 2-core AMD EPYC):
+# - `python -m tests.test_distributed` (rnn, gru, lstm, lstm-last x seeds 0, 1; 20 full batches;
+#   JAX then still partitioned by jit alone, before the shard_map step): per-step losses at most
+#   4.8e-7 (torch) and 4.8e-7 (JAX) apart, final weights 1.5e-7 (torch) and 1.0e-7 (JAX).
+# - the tests themselves (lstm-last, last batch partial, JAX with the shard_map step): losses
+#   3.6e-7 (torch) and 2.4e-7 (JAX), weights 1.0e-7 (both); DDP(2) vs JAX(2) 1.9e-7 (within the
+#   cross-framework TRAIN_* bounds above).
+# - a 2-worker run stopped by SIGTERM and resumed on 1 process / 1 device (hidden 12, 2 epochs of
+#   40 steps, worker 1's last shard all padding) vs the uninterrupted 2-worker run: torch weights
+#   1.3e-7..1.5e-7, losses 1.0e-7..1.6e-7; JAX weights 3.9e-7, losses 6.4e-8.
+# Bounds: ~4x the largest loss gap, ~2.5x the largest weight gap. (Not measured: what a wrong
+# shard or an unmasked padding row would do; they change the gradient itself, not its rounding.
+# A gradient summed instead of averaged over workers is NOT caught by weights: Adam is nearly
+# scale-invariant; the logged losses, summed separately, would still match.)
+# The first-step Adam amplification described above (TRAIN_PARAMS_ATOL_FIRST) can in principle hit
+# DP too (elements with |g| ~ 1e-8); it did not in these runs; the tests use fixed seeds.
+DP_LOSS_ATOL = 2e-6
+DP_PARAMS_ATOL = 1e-6

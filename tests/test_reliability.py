@@ -1,10 +1,11 @@
-"""Reliability, for both trainers: a run killed with SIGKILL (or stopped with Ctrl-C) resumes
-to bit-identical weights and metrics, and two runs with the same seed are identical.
+"""Reliability, for both trainers: a run killed with SIGKILL (or stopped with Ctrl-C or SIGTERM)
+resumes to bit-identical weights and metrics, and two runs with the same seed are identical.
 
 Each test drives the real CLI in a subprocess, the way a user (or a crashing machine) would.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -92,13 +93,17 @@ def test_sigkill_then_resume_is_bit_identical(idx_dir, reference_runs, tmp_path,
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_ctrl_c_saves_and_says_how_to_resume(idx_dir, reference_runs, tmp_path, framework):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_stop_signal_saves_and_says_how_to_resume(idx_dir, reference_runs, tmp_path, framework, signum, status):
+    """Ctrl-C and SIGTERM (what kill and schedulers send): the step in flight finishes, the state is
+    saved, the resume command printed, exit status 128 + signal; the resumed run is bit-identical."""
     out = tmp_path / "interrupted"
     process = start(framework, idx_dir, out)
     wait_for_checkpoint(process, out)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
+    assert not (out / "summary.json").exists(), "the run finished before the signal"
     assert f"--resume {out}" in stderr and "Traceback" not in stderr
     run_to_end(framework, idx_dir, "--resume", str(out), "--no-progress")
     assert_same_run(out, reference_runs[framework] / "a")
@@ -107,6 +112,42 @@ def test_ctrl_c_saves_and_says_how_to_resume(idx_dir, reference_runs, tmp_path, 
 def test_resume_of_a_folder_without_state(tmp_path, idx_dir):
     result = subprocess.run(command("torch", idx_dir, "--resume", str(tmp_path)), capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_resume_refuses_a_run_of_the_other_framework(idx_dir, reference_runs):
+    run = reference_runs["torch"] / "a"
+    before = (run / "train_state.safetensors").read_bytes()
+    result = subprocess.run(command("jax", idx_dir, "--resume", str(run)), capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"is a torch run; resume it with python -m torch_impl.train --resume {run}" in result.stderr
+    assert (run / "train_state.safetensors").read_bytes() == before
+
+
+def test_no_progress_bar_when_output_is_not_a_terminal(idx_dir, tmp_path):
+    """Progress bars are on by default, but never written into a log file or pipe."""
+    flags = [flag for flag in RUN_FLAGS if flag != "--no-progress"]
+    result = run_to_end("torch", idx_dir, *flags, "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert "\r" not in result.stderr and "step/s" not in result.stderr and "it/s" not in result.stderr
+    # The log counter restarts each epoch: 64 steps per epoch, a line every 8.
+    lines = [line for line in result.stdout.splitlines() if " step " in line]
+    assert [line.split(" |")[0] for line in lines] == [f"epoch 1 step {8 * k}/64" for k in range(1, 9)]
+
+
+def test_log_counter_restarts_each_epoch(tmp_path, capsys):
+    """3 steps per epoch, a line every 2: 'epoch 2 step 2/3', not a counter running across epochs
+    ('epoch 2 step 1/3' at global step 4)."""
+    from common import data, training
+    from tests.conftest import options, tiny_config
+    from torch_impl.train import TorchBackend
+
+    config = tiny_config(epochs=2, seq_len=5, input_size=4)
+    train_set = data.synthetic(37, seed=1, seq_len=5, input_size=4)
+    test_set = data.synthetic(8, seed=2, seq_len=5, input_size=4)
+    training.train(TorchBackend, config, options(tmp_path), "torch", train_set=train_set, test_set=test_set)
+    lines = [line.split(" |")[0] for line in capsys.readouterr().out.splitlines() if " step " in line]
+    assert lines == ["epoch 1 step 2/3", "epoch 2 step 2/3"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records if "loss" in r] == [(1, 2), (2, 5)]
 
 
 def test_resume_refuses_new_hyperparameters(tmp_path, idx_dir, reference_runs):

@@ -3,6 +3,7 @@
     python -m torch_impl.train --variant lstm-last --epochs 1
     python -m torch_impl.train --init-from runs/X/model.safetensors --eval-only
     python -m torch_impl.train --resume runs/X
+    torchrun --nproc-per-node 2 -m torch_impl.train --variant lstm-last   # data parallel (DDP)
 
 Flags, outputs and log lines are the same as `python -m jax_impl.train`; `--help` lists them.
 """
@@ -15,8 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from common import training
-from common.config import Config
+from common.config import Config, RunOptions
 from common.errors import UserError, run_cli
+from torch.nn.parallel import DistributedDataParallel
+
+from common.distributed import check_divisible, padded_batch, round_up, shard
+from torch_impl import distributed
 from torch_impl.model import RecurrentClassifier, get_params, set_params
 
 
@@ -30,11 +35,26 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimi
     return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
+def masked_sums(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None):
+    """Summed cross-entropy and correct predictions over the real rows (mask 1; no mask: all rows)."""
+    losses = F.cross_entropy(logits, labels, reduction="none")  # (B,)
+    hits = logits.argmax(1) == labels
+    if mask is None:
+        return losses.sum(), hits.sum()
+    return (losses * mask).sum(), (hits * mask).sum()
+
+
 def train_step(model, optimizer, images: torch.Tensor, labels: torch.Tensor, lr: float, grad_clip: float):
     """One Adam step on the mean cross-entropy; returns (loss, correct) as tensors."""
     model.train()
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
+    apply_gradients(model, optimizer, loss, lr, grad_clip)
+    return loss.detach(), (logits.argmax(1) == labels).sum()
+
+
+def apply_gradients(model, optimizer, loss: torch.Tensor, lr: float, grad_clip: float) -> None:
+    """Backward pass (DDP all-reduces the gradients here), optional clipping, one Adam step at `lr`."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -42,19 +62,18 @@ def train_step(model, optimizer, images: torch.Tensor, labels: torch.Tensor, lr:
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
-    return loss.detach(), (logits.argmax(1) == labels).sum()
 
 
 @torch.no_grad()
-def eval_step(model, images: torch.Tensor, labels: torch.Tensor):
-    """Summed cross-entropy and correct predictions of one batch."""
+def eval_step(model, images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None):
+    """Summed cross-entropy and correct predictions of one batch (of its real rows, with a mask)."""
     model.eval()
-    logits = model(images)
-    return F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum()
+    return masked_sums(model(images), labels, mask)
 
 
 class TorchBackend:
     framework = "torch"
+    is_main = True  # one process: see torch_impl.distributed for DDP
 
     def __init__(self, config: Config, device_flag: str = "auto"):
         torch.manual_seed(config.seed)
@@ -75,6 +94,9 @@ class TorchBackend:
     def eval_batch(self, images, labels):
         loss, correct = eval_step(self.model, *self._tensors(images, labels))
         return float(loss), int(correct)
+
+    def agree_stop(self, signum: int) -> int:
+        return signum
 
     def get_params(self):
         return get_params(self.model)
@@ -108,13 +130,61 @@ class TorchBackend:
         return {"torch": torch.__version__}
 
 
-def train(config: Config, options=None, **datasets) -> dict:
+class DDPBackend(TorchBackend):
+    """One rank of DistributedDataParallel: takes its shard of each global batch (common.distributed)."""
+
+    def __init__(self, config: Config, options: RunOptions):
+        self.rank, self.world, _ = distributed.ranks()
+        check_divisible(config.batch_size, self.world, "processes")
+        device, backend = distributed.start(options.dist_backend, options.device)
+        super().__init__(config, device.type)
+        self.is_main = self.rank == 0
+        self.device += f"; DDP {backend}, rank {self.rank} of {self.world}"
+        self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _shard(self, images, labels, size: int):
+        batch = shard(padded_batch(images, labels, size), self.rank, self.world)
+        mask = torch.from_numpy(batch["mask"]).to(self.torch_device)
+        return (*self._tensors(batch["images"], batch["labels"]), mask)
+
+    def train_step(self, images, labels, lr):
+        images_t, labels_t, mask = self._shard(images, labels, self.config.batch_size)
+        self.ddp.train()
+        loss_sum, correct = masked_sums(self.ddp(images_t), labels_t, mask)
+        # DDP averages the ranks' gradients: world / n makes that the mean over the n real rows.
+        apply_gradients(self.model, self.optimizer, loss_sum * (self.world / len(labels)), lr, self.config.grad_clip)
+        total_loss, total_correct = distributed.sum_over_ranks(loss_sum, correct)
+        return total_loss / len(labels), total_correct
+
+    def eval_batch(self, images, labels):
+        return distributed.sum_over_ranks(*eval_step(self.model, *self._shard(images, labels,
+                                                                              round_up(len(labels), self.world))))
+
+    def agree_stop(self, signum: int) -> int:
+        return distributed.max_over_ranks(signum, self.torch_device)
+
+
+def make_backend(config: Config, options: RunOptions) -> TorchBackend:
+    """One process, or a DDP rank when started by torchrun (which sets WORLD_SIZE, RANK, ...)."""
+    if options.devices != 1:
+        raise UserError(f"--devices {options.devices}: torch runs one device per process; "
+                        "start N processes with torchrun --nproc-per-node N -m torch_impl.train")
+    if distributed.launched_by_torchrun():
+        return DDPBackend(config, options)
+    if options.dist_backend != "auto":
+        raise UserError(f"--dist-backend {options.dist_backend} needs several processes; "
+                        "start them with torchrun --nproc-per-node N -m torch_impl.train")
+    return TorchBackend(config, options.device)
+
+
+def train(config: Config, options: RunOptions | None = None, **datasets) -> dict:
     """Importable entry point: train (or evaluate) and return the summary."""
-    return training.train(TorchBackend, config, options or training.RunOptions(), "torch", **datasets)
+    options = options or RunOptions()
+    return training.train(lambda c, _device: make_backend(c, options), config, options, "torch", **datasets)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return training.run("torch", TorchBackend, argv)
+    return training.run("torch", make_backend, argv)
 
 
 if __name__ == "__main__":
