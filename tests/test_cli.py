@@ -19,7 +19,8 @@ from common.errors import EXIT_USER_ERROR, UserError, run_cli
 
 CLIS = ["benchmarks.compare", "benchmarks.chaos", "benchmarks.speed", "parity.report", "common.data",
         "torch_impl.train", "jax_impl.train", "export.onnx", "export.predict", "benchmarks.latency",
-        "benchmarks.gpu_check", "benchmarks.gpu_latency", "benchmarks.profile", "export.serve_web"]
+        "benchmarks.gpu_check", "benchmarks.gpu_latency", "benchmarks.profile", "export.serve_web",
+        "benchmarks.scaling"]
 # (module, arguments, what the one line must say): an unknown flag for each, a bad value where the
 # module checks values itself.
 REQUIRED = {"common.data": ["verify"], "benchmarks.gpu_check": ["--out", "x"], "export.predict": ["model.onnx"],
