@@ -110,7 +110,8 @@ def benchmark(variant: str = "lstm-last", checkpoint_path: str | None = None, *,
               "load_after": os.getloadavg(), "threads": threads, "notes": notes,
               "onnx_ops": exported["onnx_ops"]}
 
-    log(f"{config.variant} (hidden {config.hidden_size}, {config.num_layers} layers), "
+    from common.summary import cpu_name
+    log(f"{cpu_name()}; {config.variant} (hidden {config.hidden_size}, {config.num_layers} layers), "
         f"median of {rounds} rounds x {block_seconds} s blocks, in rotation; {threads}")
     log(f"load average before {load_before[0]:.2f}, after {report['load_after'][0]:.2f} (1 min)")
     base = results["onnxruntime fp32"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import shlex
 import signal
 import sys
 import time
@@ -221,8 +222,9 @@ class Loop:
         except (Interrupted, KeyboardInterrupt) as stop:  # KeyboardInterrupt: no handler (not the main thread)
             self.save_state()
             if self.main:
-                print(f"\ninterrupted; state saved. Resume with: python -m {self.framework}_impl.train "
-                      f"--resume {self.out}", file=sys.stderr)
+                # The interpreter's own path: the command works outside the venv too.
+                print(f"\ninterrupted; state saved. Resume with: {shlex.quote(sys.executable)} -m "
+                      f"{self.framework}_impl.train --resume {shlex.quote(str(self.out))}", file=sys.stderr)
             raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
         finally:
             interrupt.restore()

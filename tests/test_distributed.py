@@ -114,7 +114,7 @@ def test_two_worker_run_stopped_by_sigterm_resumes_on_one(tmp_path, framework):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert framework == "torch" or process.returncode == 143, stderr  # torchrun reports its workers itself
-    assert f"Resume with: python -m {framework}_impl.train --resume {out}" in stderr
+    assert f"Resume with: {sys.executable} -m {framework}_impl.train --resume {out}" in stderr  # works outside the venv
     assert stderr.count("interrupted; state saved") == 1  # rank 0 only
     assert not (out / "summary.json").exists(), "the run finished before it was stopped"
     result = subprocess.run([*trainer(framework, 1), "--resume", str(out), "--no-progress",
