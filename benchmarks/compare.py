@@ -27,14 +27,17 @@ import json
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir,  # noqa: F401
-                              preset_config, train_pairs)
+from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, limits_note,  # noqa: F401
+                              pair_dir, preset_config, train_pairs)
+from benchmarks.seeds import report as seeds_report
+from benchmarks.seeds import seed_dir
 from common.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import Parser, add_data_dir
-from common.config import VARIANTS, Config, parse_variant
+from common.config import VARIANTS, parse_variant
 from common.errors import UserError, run_cli
 from common.report import markdown_table, paste_between_markers, require_markers, write_report
 from common.training import EXIT_INTERRUPTED
@@ -46,9 +49,12 @@ README = REFERENCE_DIR.parent / "README.md"
 QUICK_CHECKS = ("limit_train", "limit_test", "hidden_size")  # overrides that make a run not comparable
 
 
-def readme_block(preset: str) -> str:
-    """The name of the README's markers for a preset's table (one block per preset)."""
-    return f"results:{preset}"
+def readme_block(preset: str, overrides: dict | None = None, multi_seed: bool = False) -> str:
+    """The name of the README's markers for a table: one block per preset, per changed setting
+    (an ablation such as --lr 0.001) and for the multi-seed summary."""
+    changed = "".join(f"-{name.replace('_', '-')}{value}" for name, value in sorted((overrides or {}).items())
+                      if name not in ("seed",) + QUICK_CHECKS)
+    return f"{'seeds' if multi_seed else 'results'}:{preset}{changed}"
 
 
 def check_out(out: Path, overrides: dict, update_readme: bool) -> None:
@@ -61,15 +67,6 @@ def check_out(out: Path, overrides: dict, update_readme: bool) -> None:
                         f"({', '.join(quick)}) goes elsewhere: drop --out (default {DEFAULT_OUT}) or choose another")
     if update_readme:
         raise UserError(f"--update-readme pastes reference tables; drop it for a quick check ({', '.join(quick)})")
-
-
-def limits_note(config: dict) -> str:
-    """A line above the table of a run on part of MNIST or a smaller model ('' for a full run)."""
-    parts = [f"first {config[name]:,} {what} images" for name, what in (("limit_train", "training"),
-                                                                          ("limit_test", "test")) if config.get(name)]
-    if config.get("hidden_size") != Config().hidden_size:
-        parts.append(f"hidden size {config['hidden_size']}")
-    return f"**Limited run, not comparable with the reference:** {', '.join(parts)}.\n\n" if parts else ""
 
 
 def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
@@ -168,17 +165,10 @@ def table(runs: list[dict], command: str, wall_seconds: float | None, jobs: int)
     return f"{limits_note(first['config'])}{caption}\n\n{markdown_table(head, rows)}\n"
 
 
-def update_readme(readme: Path, markdown: str, preset: str) -> None:
-    """Put `markdown` between the preset's results markers in `readme`, replacing what was there."""
-    paste_between_markers(readme, readme_block(preset), markdown)
-
-
-def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, preset: str = "default",
-            overrides: dict | None = None, data_dir=None, rerun: bool = False, onnx: bool = True,
-            shared_init: bool = True, jobs: int | None = None,
-            command: str = "python -m benchmarks.compare") -> list[dict]:
-    """Train every (variant, framework) pair, `jobs` at a time, then check ONNX and write the report."""
-    pairs = []  # (framework, variant, config, run_dir, init_from)
+def plan(variants: Sequence[str], frameworks: Sequence[str], out: Path, preset: str, overrides: dict | None,
+         rerun: bool, shared_init: bool) -> list[tuple]:
+    """(framework, variant, config, run_dir, init_from) of every pair, the shared initial weights written."""
+    pairs = []
     for variant in variants:
         config = preset_config(preset, variant, overrides)
         init = init_path(out, preset, variant)
@@ -187,12 +177,20 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
         init_from = initial_weights(config, init) if shared_init else None
         pairs += [(framework, variant, config, pair_dir(out, preset, framework, variant), init_from)
                   for framework in frameworks]
-    started = time.perf_counter()
-    summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
-                                   for framework, _, config, run_dir, init_from in pairs],
-                                  jobs=jobs, data_dir=data_dir, rerun=rerun)
-    fresh = all(not (summary["reused"] or summary["resumed"]) for summary in summaries)
-    wall_seconds = time.perf_counter() - started if fresh else None  # end to end only if all ran here
+    return pairs
+
+
+def curve(records: list[dict]) -> dict:
+    """What the multi-seed bands are drawn from: loss per log interval, test accuracy per epoch."""
+    steps, losses = loss_points(records)
+    epochs = [r for r in records if "test_accuracy" in r]
+    return {"steps": steps, "loss": losses, "epochs": [r["epoch"] for r in epochs],
+            "test_accuracy": [r["test_accuracy"] for r in epochs]}
+
+
+def report(pairs: list[tuple], summaries: list[dict], out: Path, *, preset: str, command: str, jobs: int,
+           wall_seconds: float | None, onnx: bool, data_dir) -> list[dict]:
+    """Check ONNX for every trained pair, then write OUT/results.{json,md} and OUT/curves.png."""
     runs, metrics = [], {}
     for (framework, variant, config, run_dir, init_from), summary in zip(pairs, summaries):
         record = {key: summary[key] for key in ("framework", "variant", "test_accuracy", "train_accuracy",
@@ -204,9 +202,10 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
                       initial_weights=str(init_from) if init_from else f"{framework}'s own, seed {config.seed}")
         if onnx:
             record.update(check_onnx(run_dir, summary, data_dir))
-        runs.append(record)
         metrics[(framework, variant)] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    order = list(VARIANTS) + sorted(set(variants) - set(VARIANTS))  # the tutorial's row order
+        record["curve"] = curve(metrics[(framework, variant)])
+        runs.append(record)
+    order = list(VARIANTS) + sorted({run["variant"] for run in runs} - set(VARIANTS))  # the tutorial's row order
     runs.sort(key=lambda run: (order.index(run["variant"]), FRAMEWORKS.index(run["framework"])))
     markdown = table(runs, command, wall_seconds, jobs)
     curves(runs, metrics, out / "curves.png")
@@ -217,13 +216,73 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
     return runs
 
 
+def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, preset: str = "default",
+            overrides: dict | None = None, data_dir=None, rerun: bool = False, onnx: bool = True,
+            shared_init: bool = True, jobs: int | None = None,
+            command: str = "python -m benchmarks.compare") -> list[dict]:
+    """Train every (variant, framework) pair, `jobs` at a time, then check ONNX and write the report."""
+    pairs = plan(variants, frameworks, out, preset, overrides, rerun, shared_init)
+    started = time.perf_counter()
+    summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
+                                   for framework, _, config, run_dir, init_from in pairs],
+                                  jobs=jobs, data_dir=data_dir, rerun=rerun)
+    fresh = all(not (summary["reused"] or summary["resumed"]) for summary in summaries)
+    wall_seconds = time.perf_counter() - started if fresh else None  # end to end only if all ran here
+    return report(pairs, summaries, out, preset=preset, command=command, jobs=jobs, wall_seconds=wall_seconds,
+                  onnx=onnx, data_dir=data_dir)
+
+
+def reported(out: Path, variants: Sequence[str], frameworks: Sequence[str], preset: str,
+             overrides: dict) -> bool:
+    """Does OUT/results.json already hold every pair, trained with these settings? Then a seed is
+    reused from its committed report, even where its checkpoints (git-ignored) are gone."""
+    try:
+        runs = json.loads((out / "results.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return False
+    done = {(run["framework"], run["variant"]): run for run in runs if "curve" in run}
+    return all((framework, variant) in done and
+               done[framework, variant]["config"] == preset_config(preset, variant, overrides).to_dict()
+               for variant in variants for framework in frameworks)
+
+
+def compare_seeds(seeds: Sequence[int], variants: Sequence[str], frameworks: Sequence[str], out: Path, *,
+                  preset: str = "default", overrides: dict | None = None, data_dir=None, rerun: bool = False,
+                  onnx: bool = True, shared_init: bool = True, jobs: int | None = None,
+                  command: str = "python -m benchmarks.compare --seeds") -> list[dict]:
+    """Every seed's pairs into OUT/seed-N/, all in one queue (the cores stay busy to the end); then a
+    one-seed report per seed and the multi-seed summary. A seed whose report holds every pair is not
+    trained again, so seeds can be added later."""
+    plans = {}
+    for seed in dict.fromkeys(seeds):
+        seed_overrides = {**(overrides or {}), "seed": seed}
+        if rerun or not reported(seed_dir(out, seed), variants, frameworks, preset, seed_overrides):
+            plans[seed] = plan(variants, frameworks, seed_dir(out, seed), preset, seed_overrides, rerun, shared_init)
+        else:
+            print(f"== seed {seed}: every pair is in {seed_dir(out, seed) / 'results.json'}, reusing it", flush=True)
+    queue = [pair for seed_pairs in plans.values() for pair in seed_pairs]
+    summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
+                                   for framework, _, config, run_dir, init_from in queue],
+                                  jobs=jobs, data_dir=data_dir, rerun=rerun) if queue else ([], 1)
+    for seed, seed_pairs in plans.items():
+        done, summaries = summaries[:len(seed_pairs)], summaries[len(seed_pairs):]
+        report(seed_pairs, done, seed_dir(out, seed), preset=preset, command=command, jobs=jobs,
+               wall_seconds=None, onnx=onnx, data_dir=data_dir)
+    return seeds_report(out, seeds, command, variants, frameworks)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = Parser(prog="python -m benchmarks.compare", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variants to train")
     parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     parser.add_argument("--preset", default="default", choices=PRESETS, help="tutorial settings or tuned ones")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs")
-    parser.add_argument("--seed", type=int, help="override the seed (initial weights and data order; default 0)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="override the seed (initial weights and data order; default 0)")
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                       help="train every seed into OUT/seed-N/ and report the spread (mean ± sd, min-max, "
+                            "torch - jax, the tutorial's place)")
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate (ablations)")
     parser.add_argument("--hidden-size", type=int, help="override the hidden size (quick checks)")
     parser.add_argument("--limit-train", type=int, help="train on the first N images (quick checks)")
     parser.add_argument("--limit-test", type=int, help="evaluate on the first N images (quick checks)")
@@ -243,22 +302,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         parse_variant(variant)
     check_jobs(args.jobs)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("hidden_size", args.hidden_size),
-                                   ("limit_train", args.limit_train), ("limit_test", args.limit_test))
+                                   ("limit_train", args.limit_train), ("limit_test", args.limit_test), ("lr", args.lr))
                  if v is not None}
+    if args.seeds and min(args.seeds) < 0:
+        raise UserError(f"--seeds must be non-negative integers, got {' '.join(map(str, args.seeds))}")
     check_out(args.out, overrides, args.update_readme)
+    block = readme_block(args.preset, overrides, multi_seed=bool(args.seeds))
     if args.update_readme:
-        require_markers(README, readme_block(args.preset))
+        require_markers(README, block)
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
+    run = partial(compare_seeds, args.seeds) if args.seeds else compare
     try:
-        runs = compare(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
-                       data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx,
-                       jobs=args.jobs, shared_init=args.shared_init, command=command.strip())
+        runs = run(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
+                   data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx,
+                   jobs=args.jobs, shared_init=args.shared_init, command=command.strip())
     except KeyboardInterrupt:  # the trainers got the same Ctrl-C and saved their state
         print("\ninterrupted: finished pairs are kept and interrupted ones resume; run the same command again",
               file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if args.update_readme:
-        update_readme(README, (args.out / "results.md").read_text(), args.preset)
+        paste_between_markers(README, block, (args.out / "results.md").read_text())
     return runs
 
 

@@ -37,6 +37,15 @@ def preset_config(preset: str, variant: str, overrides: dict | None = None) -> C
     return Config(**{**PRESETS[preset], **(overrides or {}), "cell": cell, "head": head})
 
 
+def limits_note(config: dict) -> str:
+    """A line above the table of a run on part of MNIST or a smaller model ('' for a full run)."""
+    parts = [f"first {config[name]:,} {what} images" for name, what in (("limit_train", "training"),
+                                                                          ("limit_test", "test")) if config.get(name)]
+    if config.get("hidden_size") != Config().hidden_size:
+        parts.append(f"hidden size {config['hidden_size']}")
+    return f"**Limited run, not comparable with the reference:** {', '.join(parts)}.\n\n" if parts else ""
+
+
 def init_path(out: Path, preset: str, variant: str) -> Path:
     """Where a variant's shared initial weights live (compare and chaos reuse each other's)."""
     return out / "runs" / f"{preset}-init-{variant}.safetensors"

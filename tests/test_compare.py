@@ -133,8 +133,14 @@ def test_update_readme_replaces_only_the_presets_block(tmp_path):
     readme = tmp_path / "README.md"
     default, tuned = (markers(compare.readme_block(p)) for p in ("default", "tuned"))
     readme.write_text(f"intro\n{default[0]}\nold\n{default[1]}\n{tuned[0]}\nkeep\n{tuned[1]}\nrest\n")
-    compare.update_readme(readme, "new table\n", "default")
+    compare.paste_between_markers(readme, compare.readme_block("default"), "new table\n")
     assert readme.read_text() == f"intro\n{default[0]}\nnew table\n{default[1]}\n{tuned[0]}\nkeep\n{tuned[1]}\nrest\n"
     readme.write_text("no markers")
     with pytest.raises(UserError, match="markers"):
-        compare.update_readme(readme, "x", "tuned")
+        compare.paste_between_markers(readme, compare.readme_block("tuned"), "x")
+
+
+def test_each_table_has_its_own_readme_block():
+    assert compare.readme_block("default", {"seed": 3}) == "results:default"  # a seed is not a setting
+    assert compare.readme_block("tuned", {"seed": 3}, multi_seed=True) == "seeds:tuned"
+    assert compare.readme_block("default", {"lr": 0.001}, multi_seed=True) == "seeds:default-lr0.001"
