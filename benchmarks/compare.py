@@ -22,7 +22,6 @@ write there only on purpose (`--out results`), and never with a quick check (--l
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import platform
 import sys
@@ -35,11 +34,11 @@ from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initia
                               pair_dir, preset_config, train_pairs)
 from benchmarks.seeds import report as seeds_report
 from benchmarks.seeds import seed_dir
-from common.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_write_json
 from common.cli import Parser, add_data_dir
 from common.config import VARIANTS, parse_variant
 from common.errors import UserError, run_cli
-from common.report import markdown_table, paste_between_markers, require_markers, write_report
+from common.report import markdown_table, paste_between_markers, require_markers, save_png, write_report
 from common.training import EXIT_INTERRUPTED
 
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
@@ -125,11 +124,7 @@ def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: P
             acc_ax.set_ylim(min(low, 100 * REFERENCE[variant] - 0.1), max(high, 100 * REFERENCE[variant] + 0.1))
         loss_ax.legend()
         acc_ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def table(runs: list[dict], command: str, wall_seconds: float | None, jobs: int) -> str:

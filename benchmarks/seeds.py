@@ -20,7 +20,6 @@ and the data order):
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import math
 import statistics
@@ -29,10 +28,9 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.pairs import FRAMEWORKS, limits_note
-from common.atomic import atomic_write_bytes
 from common.cli import Parser
 from common.errors import UserError, run_cli
-from common.report import markdown_table, write_report
+from common.report import markdown_table, save_png, write_report
 
 # Runs at chance (10%) end at 8.9-10.3% test accuracy, trained ones above 96% (docs/RESULTS.md):
 # any threshold between them separates the two; 50% says "at chance" without a knife edge.
@@ -203,13 +201,11 @@ def bands(runs_by_seed: dict[int, list[dict]], path: Path) -> None:
         reference = next(run["reference_accuracy"] for run in runs if run["variant"] == variant)
         if reference is not None:
             acc_ax.axhline(100 * reference, color="grey", lw=0.8, label="tutorial")
+            low, high = acc_ax.get_ylim()  # keep the tutorial's line in view
+            acc_ax.set_ylim(min(low, 100 * reference - 0.1), max(high, 100 * reference + 0.1))
         loss_ax.legend()
         acc_ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def report(out: Path, seeds: Sequence[int], command: str, variants: Sequence[str] | None = None,

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from common.atomic import atomic_write_json, atomic_write_text
+from common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from common.errors import UserError
 
 
@@ -54,3 +54,16 @@ def paste_between_markers(document: Path, name: str, markdown: str) -> None:
     text, pattern = require_markers(document, name)
     start, end = markers(name)
     atomic_write_text(document, pattern.sub(lambda _: f"{start}\n{markdown.rstrip()}\n{end}", text))
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure to `path` as a PNG (atomically), and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
