@@ -40,7 +40,7 @@ help:
 	@echo "make resume RUN=runs/...             resume an interrupted run (its framework from its config)"
 	@echo "make test                            the test suite: tests/ and parity/"
 	@echo "make test-slow                       opt-in full-MNIST checks"
-	@echo "make compare [ARGS='--variants gru']  the comparison report, into runs/compare"
+	@echo "make compare [ARGS='--variants gru']  the comparison report, into runs/compare (ARGS='--seeds 0 1 2': the spread over seeds)"
 	@echo "make web MODEL=model.onnx [PORT=8000] the draw-a-digit page on onnxruntime-web (localhost)"
 	@echo "now: FRAMEWORK=$(FRAMEWORK) VARIANT=$(VARIANT) EPOCHS=$(or $(EPOCHS),default) RUN=$(RUN) TORCH=$(TORCH) JAX=$(JAX)"
 

@@ -39,7 +39,9 @@ def test_own_code_snippet_gives_predicts_logits(tiny_onnx, mnist_dir, tmp_path, 
     assert np.array_equal(scope["logits"], expected)
 
 
-@pytest.mark.parametrize("document, block", [("README.md", compare.readme_block("default")),
+@pytest.mark.parametrize("document, block", [("README.md", compare.readme_block("default", multi_seed=True)),
+                                             ("README.md", compare.readme_block("default", {"lr": 0.001},
+                                                                                multi_seed=True)),
                                              ("README.md", compare.readme_block("tuned")),
                                              ("docs/RESULTS.md", "chaos:default"),
                                              ("docs/PARITY.md", "parity:default"),

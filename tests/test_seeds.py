@@ -106,3 +106,17 @@ def test_a_seed_without_a_report_is_one_line(tmp_path):
         seeds.main(["--out", str(tmp_path), "--seeds", "7"])
     with pytest.raises(UserError, match="--seeds must be non-negative"):
         compare.main(["--seeds", "-1", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_real_mnist_runs_that_train_get_a_spread_and_a_paired_difference(mnist_dir, tmp_path):
+    """The path the reference tables take, on real MNIST at a reduced size: every run trains."""
+    rows = compare.main(["--seeds", "0", "1", "2", "--variants", "gru", "--epochs", "1", "--hidden-size", "32",
+                         "--limit-train", "6400", "--limit-test", "1000", "--data-dir", str(mnist_dir),
+                         "--no-onnx", "--out", str(tmp_path / "out")])
+    torch_spread, jax_spread = rows[0]["frameworks"]["torch"], rows[0]["frameworks"]["jax"]
+    assert torch_spread["diverged"] == jax_spread["diverged"] == 0 and torch_spread["sd"] > 0
+    assert rows[0]["difference"]["seeds"] == 3 and rows[0]["difference"]["se"] > 0
+    assert rows[0]["reproduced"] in (True, False)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "diverged" not in table.split("\n\n")[-1] and "t " in table
