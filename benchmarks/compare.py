@@ -32,13 +32,14 @@ from typing import Sequence
 
 from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, limits_note,  # noqa: F401
                               pair_dir, preset_config, train_pairs)
+from benchmarks.plots import curve, curves
 from benchmarks.seeds import report as seeds_report
 from benchmarks.seeds import seed_dir
 from common.atomic import atomic_write_json
 from common.cli import Parser, add_data_dir
 from common.config import VARIANTS, parse_variant
 from common.errors import UserError, run_cli
-from common.report import markdown_table, paste_between_markers, require_markers, save_png, write_report
+from common.report import markdown_table, paste_between_markers, require_markers, write_report
 from common.training import EXIT_INTERRUPTED
 
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
@@ -89,44 +90,6 @@ def check_onnx(run_dir: Path, summary: dict, data_dir) -> dict:
     return result
 
 
-def loss_points(records: list[dict]) -> tuple[list[int], list[float]]:
-    """(steps, train losses) to plot: one per log interval, or per epoch when the run was
-    shorter than one log interval (so the panel is never empty)."""
-    points = [(r["step"], r["loss"]) for r in records if "loss" in r] or \
-             [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-    return [step for step, _ in points], [loss for _, loss in points]
-
-
-def curves(runs: list[dict], metrics: dict[tuple[str, str], list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = list(dict.fromkeys(run["variant"] for run in runs))
-    fig, axes = plt.subplots(2, len(variants), figsize=(4 * len(variants), 6.5), squeeze=False)
-    for column, variant in enumerate(variants):
-        loss_ax, acc_ax = axes[0][column], axes[1][column]
-        for framework, style in (("torch", "-"), ("jax", "--")):
-            records = metrics.get((framework, variant))
-            if not records:
-                continue
-            epochs = [r for r in records if "test_accuracy" in r]
-            steps, losses = loss_points(records)
-            loss_ax.plot(steps, losses, style + ("o" if len(steps) < 3 else ""), label=framework)
-            acc_ax.plot([r["epoch"] for r in epochs], [100 * r["test_accuracy"] for r in epochs], style + "o",
-                        label=framework)
-        loss_ax.set(title=variant, xlabel="step", ylabel="train loss (per log interval or epoch)", yscale="log")
-        acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-        if variant in REFERENCE:
-            acc_ax.axhline(100 * REFERENCE[variant], color="grey", lw=0.8, label="tutorial")
-            low, high = acc_ax.get_ylim()  # keep the tutorial's line in view
-            acc_ax.set_ylim(min(low, 100 * REFERENCE[variant] - 0.1), max(high, 100 * REFERENCE[variant] + 0.1))
-        loss_ax.legend()
-        acc_ax.legend()
-    save_png(fig, path)
-
-
 def table(runs: list[dict], command: str, wall_seconds: float | None, jobs: int) -> str:
     first = runs[0]
     versions = ", ".join(dict.fromkeys(f"{k} {v}" for run in runs for k, v in run["versions"].items()
@@ -173,14 +136,6 @@ def plan(variants: Sequence[str], frameworks: Sequence[str], out: Path, preset: 
         pairs += [(framework, variant, config, pair_dir(out, preset, framework, variant), init_from)
                   for framework in frameworks]
     return pairs
-
-
-def curve(records: list[dict]) -> dict:
-    """What the multi-seed bands are drawn from: loss per log interval, test accuracy per epoch."""
-    steps, losses = loss_points(records)
-    epochs = [r for r in records if "test_accuracy" in r]
-    return {"steps": steps, "loss": losses, "epochs": [r["epoch"] for r in epochs],
-            "test_accuracy": [r["test_accuracy"] for r in epochs]}
 
 
 def report(pairs: list[tuple], summaries: list[dict], out: Path, *, preset: str, command: str, jobs: int,

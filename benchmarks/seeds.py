@@ -27,10 +27,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from benchmarks import plots
 from benchmarks.pairs import FRAMEWORKS, limits_note
 from common.cli import Parser
 from common.errors import UserError, run_cli
-from common.report import markdown_table, save_png, write_report
+from common.report import markdown_table, write_report
 
 # Runs at chance (10%) end at 8.9-10.3% test accuracy, trained ones above 96% (docs/RESULTS.md):
 # any threshold between them separates the two; 50% says "at chance" without a knife edge.
@@ -173,41 +174,6 @@ def table(rows: list[dict], runs_by_seed: dict[int, list[dict]], command: str) -
     return f"{limits_note(first['config'])}{caption}\n\n{markdown_table(head, body)}\n"
 
 
-def bands(runs_by_seed: dict[int, list[dict]], path: Path) -> None:
-    """Per variant: train loss and test accuracy per epoch, a mean line and a min-max band per framework."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    runs = [run for seed_runs in runs_by_seed.values() for run in seed_runs]
-    variants = list(dict.fromkeys(run["variant"] for run in runs))
-    fig, axes = plt.subplots(2, len(variants), figsize=(4 * len(variants), 6.5), squeeze=False)
-    for column, variant in enumerate(variants):
-        loss_ax, acc_ax = axes[0][column], axes[1][column]
-        for framework, color in (("torch", "tab:blue"), ("jax", "tab:orange")):
-            curves = [run["curve"] for run in runs if run["framework"] == framework and run["variant"] == variant]
-            if not curves:
-                continue
-            for ax, x_key, y_key, scale in ((loss_ax, "steps", "loss", 1), (acc_ax, "epochs", "test_accuracy", 100)):
-                x = curves[0][x_key]
-                y = scale * np.array([curve[y_key] for curve in curves if curve[x_key] == x])
-                ax.plot(x, y.mean(axis=0), color=color, marker="o" if len(x) < 3 else None,
-                        label=f"{framework} (mean of {len(y)})")
-                ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=color, alpha=0.25, lw=0)
-        loss_ax.set(title=variant, xlabel="step", ylabel="train loss (band: min-max over seeds)", yscale="log")
-        acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-        reference = next(run["reference_accuracy"] for run in runs if run["variant"] == variant)
-        if reference is not None:
-            acc_ax.axhline(100 * reference, color="grey", lw=0.8, label="tutorial")
-            low, high = acc_ax.get_ylim()  # keep the tutorial's line in view
-            acc_ax.set_ylim(min(low, 100 * reference - 0.1), max(high, 100 * reference + 0.1))
-        loss_ax.legend()
-        acc_ax.legend()
-    save_png(fig, path)
-
-
 def report(out: Path, seeds: Sequence[int], command: str, variants: Sequence[str] | None = None,
            frameworks: Sequence[str] | None = None) -> list[dict]:
     """Read OUT/seed-N/results.json for every seed (the pairs of `variants` and `frameworks`, default
@@ -218,7 +184,7 @@ def report(out: Path, seeds: Sequence[int], command: str, variants: Sequence[str
                     for seed in dict.fromkeys(seeds)}
     rows = summarise(runs_by_seed)
     markdown = table(rows, runs_by_seed, command)
-    bands(runs_by_seed, out / "bands.png")
+    plots.bands(runs_by_seed, out / "bands.png")
     write_report(out, "results", {"command": command, "seeds": list(runs_by_seed), "rows": rows,
                                   "diverged_below": DIVERGED_BELOW, "reproduced_within_sd": REPRODUCED_WITHIN_SD,
                                   "confidence": CONFIDENCE,

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from benchmarks import compare
+from benchmarks import compare, plots
 from common import checkpoint
 from common.config import Config
 from common.errors import UserError
@@ -53,10 +53,10 @@ def test_a_run_shorter_than_one_log_interval_still_draws_its_loss(report):
     records = [json.loads(line) for line in (root / "results" / "runs" / "default-torch-rnn" / "metrics.jsonl")
                .read_text().splitlines()]
     assert not any("loss" in r for r in records)
-    steps, losses = compare.loss_points(records)
+    steps, losses = plots.loss_points(records)
     assert steps == [2] and losses == [records[-1]["train_loss"]]
     with_intervals = [{"step": 100, "loss": 0.5}, {"step": 150, "train_loss": 0.4, "test_accuracy": 0.9}]
-    assert compare.loss_points(with_intervals) == ([100], [0.5])
+    assert plots.loss_points(with_intervals) == ([100], [0.5])
 
 
 def test_both_frameworks_start_from_torchs_initial_weights(report):
