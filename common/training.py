@@ -145,7 +145,7 @@ def log(line: str, backend: Backend | None = None) -> None:
 def run(framework: str, make_backend: Callable[[Config, RunOptions], Backend], argv: Sequence[str] | None = None) -> dict:
     """The CLI: parse flags, then train (or evaluate). Returns the summary."""
     config, options = resolve(*parse_args(argv, prog=f"python -m {framework}_impl.train"), framework)
-    exact_float32()
+    exact_float32(framework)
     return train(lambda c, _device: make_backend(c, options), config, options, framework)
 
 
