@@ -182,18 +182,23 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
                   onnx=onnx, data_dir=data_dir)
 
 
-def reported(out: Path, variants: Sequence[str], frameworks: Sequence[str], preset: str,
-             overrides: dict) -> bool:
-    """Does OUT/results.json already hold every pair, trained with these settings? Then a seed is
-    reused from its committed report, even where its checkpoints (git-ignored) are gone."""
+def reported(out: Path, variants: Sequence[str], frameworks: Sequence[str], preset: str, overrides: dict, *,
+             onnx: bool, shared_init: bool) -> bool:
+    """Does OUT/results.json already hold every pair, made the way this run would make it (settings,
+    initial weights, ONNX check)? Then a seed is reused from its committed report, even where its
+    checkpoints (git-ignored) are gone."""
     try:
         runs = json.loads((out / "results.json").read_text())["runs"]
     except (OSError, ValueError, KeyError):
         return False
     done = {(run["framework"], run["variant"]): run for run in runs if "curve" in run}
-    return all((framework, variant) in done and
-               done[framework, variant]["config"] == preset_config(preset, variant, overrides).to_dict()
-               for variant in variants for framework in frameworks)
+
+    def same(run: dict | None, variant: str) -> bool:
+        return (run is not None and run["config"] == preset_config(preset, variant, overrides).to_dict()
+                and run["initial_weights"].endswith(".safetensors") == shared_init
+                and (not onnx or "onnx_test_accuracy" in run))
+
+    return all(same(done.get((framework, variant)), variant) for variant in variants for framework in frameworks)
 
 
 def compare_seeds(seeds: Sequence[int], variants: Sequence[str], frameworks: Sequence[str], out: Path, *,
@@ -206,7 +211,8 @@ def compare_seeds(seeds: Sequence[int], variants: Sequence[str], frameworks: Seq
     plans = {}
     for seed in dict.fromkeys(seeds):
         seed_overrides = {**(overrides or {}), "seed": seed}
-        if rerun or not reported(seed_dir(out, seed), variants, frameworks, preset, seed_overrides):
+        if rerun or not reported(seed_dir(out, seed), variants, frameworks, preset, seed_overrides, onnx=onnx,
+                                 shared_init=shared_init):
             plans[seed] = plan(variants, frameworks, seed_dir(out, seed), preset, seed_overrides, rerun, shared_init)
         else:
             print(f"== seed {seed}: every pair is in {seed_dir(out, seed) / 'results.json'}, reusing it", flush=True)

@@ -120,3 +120,18 @@ def test_real_mnist_runs_that_train_get_a_spread_and_a_paired_difference(mnist_d
     assert rows[0]["reproduced"] in (True, False)
     table = (tmp_path / "out" / "results.md").read_text()
     assert "diverged" not in table.split("\n\n")[-1] and "t " in table
+
+
+def test_a_seeds_report_is_reused_only_if_made_the_same_way(tmp_path):
+    config = compare.preset_config("default", "rnn", {"seed": 3}).to_dict()
+    run = {"framework": "torch", "variant": "rnn", "config": config, "curve": {},
+           "initial_weights": "out/seed-3/runs/default-init-rnn.safetensors"}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [run]}))
+    same = dict(variants=["rnn"], frameworks=["torch"], preset="default", overrides={"seed": 3})
+    assert compare.reported(tmp_path, **same, onnx=False, shared_init=True)
+    assert not compare.reported(tmp_path, **same, onnx=True, shared_init=True)  # made with --no-onnx
+    assert not compare.reported(tmp_path, **same, onnx=False, shared_init=False)  # --independent-init
+    assert not compare.reported(tmp_path, **{**same, "overrides": {"seed": 3, "lr": 0.001}}, onnx=False,
+                                shared_init=True)
+    assert not compare.reported(tmp_path, **{**same, "frameworks": ["torch", "jax"]}, onnx=False, shared_init=True)
+    assert not compare.reported(tmp_path / "nothing", **same, onnx=False, shared_init=True)
