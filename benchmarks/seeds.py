@@ -171,7 +171,25 @@ def table(rows: list[dict], runs_by_seed: dict[int, list[dict]], command: str) -
         cells += [difference_cell(row.get("difference"))] if len(frameworks) == 2 else []
         cells.append(row.get("verdict", "—"))
         body.append(cells)
-    return f"{limits_note(first['config'])}{caption}\n\n{markdown_table(head, body)}\n"
+    return f"{limits_note(first['config'])}{caption}\n\n{markdown_table(head, body)}\n\n{in_words(rows)}\n"
+
+
+def in_words(rows: list[dict]) -> str:
+    """The table's verdicts as sentences: which variants reproduce the tutorial, which differ by framework."""
+    def distinguishable(row: dict):
+        return (row.get("difference") or {}).get("distinguishable")
+
+    sentences = []
+    for label, test in (
+            (f"The tutorial's number is within {REPRODUCED_WITHIN_SD:g} sd of our mean in both frameworks for",
+             lambda row: row.get("reproduced") is True),
+            ("It is not for", lambda row: row.get("reproduced") is False),
+            ("Torch and JAX differ by more than the seeds scatter for", lambda row: distinguishable(row) is True),
+            ("They do not for", lambda row: distinguishable(row) is False)):
+        variants = [row["variant"] for row in rows if test(row)]
+        if variants:
+            sentences.append(f"{label}: {', '.join(variants)}.")
+    return " ".join(sentences)
 
 
 def report(out: Path, seeds: Sequence[int], command: str, variants: Sequence[str] | None = None,

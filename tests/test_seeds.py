@@ -53,6 +53,12 @@ def test_the_tutorials_number_is_placed_in_our_spread():
     assert reproduced and sentence.startswith("**yes**") and "inside min-max" in sentence
     reproduced, sentence = seeds.verdict(0.981, {"torch": near, "jax": far})
     assert reproduced is False and "jax +3.0 sd" in sentence
+    rows = [{"variant": "gru", "reproduced": True, "difference": {"distinguishable": False}},
+            {"variant": "rnn", "reproduced": False, "difference": None},
+            {"variant": "lstm", "reproduced": True, "difference": {"distinguishable": True}}]
+    assert seeds.in_words(rows) == ("The tutorial's number is within 2 sd of our mean in both frameworks for: "
+                                    "gru, lstm. It is not for: rnn. Torch and JAX differ by more than the seeds "
+                                    "scatter for: lstm. They do not for: gru.")
     diverged = {"runs": 5, "diverged": 5, "mean": None, "sd": None, "min": None, "max": None}
     assert seeds.verdict(0.9728, {"torch": diverged, "jax": near}) == \
         (False, "**no** (torch: all 5 diverged; jax -3.6 sd)")
