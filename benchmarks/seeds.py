@@ -181,11 +181,11 @@ def in_words(rows: list[dict]) -> str:
 
     sentences = []
     for label, test in (
-            (f"The tutorial's number is within {REPRODUCED_WITHIN_SD:g} sd of our mean in both frameworks for",
+            (f"Reproduced (the tutorial's number within {REPRODUCED_WITHIN_SD:g} sd of our mean in both frameworks)",
              lambda row: row.get("reproduced") is True),
-            ("It is not for", lambda row: row.get("reproduced") is False),
-            ("Torch and JAX differ by more than the seeds scatter for", lambda row: distinguishable(row) is True),
-            ("They do not for", lambda row: distinguishable(row) is False)):
+            ("Not reproduced", lambda row: row.get("reproduced") is False),
+            ("Torch and JAX differ by more than the seeds scatter", lambda row: distinguishable(row) is True),
+            ("Torch and JAX within the seeds' scatter", lambda row: distinguishable(row) is False)):
         variants = [row["variant"] for row in rows if test(row)]
         if variants:
             sentences.append(f"{label}: {', '.join(variants)}.")

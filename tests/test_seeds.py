@@ -56,9 +56,9 @@ def test_the_tutorials_number_is_placed_in_our_spread():
     rows = [{"variant": "gru", "reproduced": True, "difference": {"distinguishable": False}},
             {"variant": "rnn", "reproduced": False, "difference": None},
             {"variant": "lstm", "reproduced": True, "difference": {"distinguishable": True}}]
-    assert seeds.in_words(rows) == ("The tutorial's number is within 2 sd of our mean in both frameworks for: "
-                                    "gru, lstm. It is not for: rnn. Torch and JAX differ by more than the seeds "
-                                    "scatter for: lstm. They do not for: gru.")
+    assert seeds.in_words(rows) == ("Reproduced (the tutorial's number within 2 sd of our mean in both "
+                                    "frameworks): gru, lstm. Not reproduced: rnn. Torch and JAX differ by more than "
+                                    "the seeds scatter: lstm. Torch and JAX within the seeds' scatter: gru.")
     diverged = {"runs": 5, "diverged": 5, "mean": None, "sd": None, "min": None, "max": None}
     assert seeds.verdict(0.9728, {"torch": diverged, "jax": near}) == \
         (False, "**no** (torch: all 5 diverged; jax -3.6 sd)")
