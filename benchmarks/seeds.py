@@ -123,6 +123,9 @@ def load_seed(out: Path, seed: int) -> list[dict]:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: train seed {seed} first "
                         f"(python -m benchmarks.compare --seeds ... --out {out})") from None
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{path} is not a report of benchmarks.compare ({type(error).__name__}: {error}); "
+                        f"train seed {seed} again with --rerun") from None
 
 
 def summarise(runs_by_seed: dict[int, list[dict]]) -> list[dict]:

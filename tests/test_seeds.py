@@ -110,6 +110,10 @@ def test_seeds_are_added_later_and_reused_from_their_reports(multi_seed, capsys)
 def test_a_seed_without_a_report_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"seed-7/results.json does not exist: train seed 7 first"):
         seeds.main(["--out", str(tmp_path), "--seeds", "7"])
+    (tmp_path / "seed-8").mkdir()
+    (tmp_path / "seed-8" / "results.json").write_text('{"runs": [')  # cut short
+    with pytest.raises(UserError, match=r"seed-8/results.json is not a report of benchmarks.compare \(JSONDecodeError"):
+        seeds.main(["--out", str(tmp_path), "--seeds", "8"])
     with pytest.raises(UserError, match="--seeds must be non-negative"):
         compare.main(["--seeds", "-1", "--out", str(tmp_path)])
 
