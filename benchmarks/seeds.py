@@ -178,21 +178,28 @@ def table(rows: list[dict], runs_by_seed: dict[int, list[dict]], command: str) -
 
 
 def in_words(rows: list[dict]) -> str:
-    """The table's verdicts as sentences: which variants reproduce the tutorial, which differ by framework."""
+    """The table's verdicts as sentences: which variants reproduce the tutorial (and which way the
+    others miss), which differ by framework."""
     def distinguishable(row: dict):
         return (row.get("difference") or {}).get("distinguishable")
 
-    sentences = []
-    for label, test in (
-            (f"Reproduced (the tutorial's number within {REPRODUCED_WITHIN_SD:g} sd of our mean in both frameworks)",
-             lambda row: row.get("reproduced") is True),
-            ("Not reproduced", lambda row: row.get("reproduced") is False),
-            ("Torch and JAX differ by more than the seeds scatter", lambda row: distinguishable(row) is True),
-            ("Torch and JAX within the seeds' scatter", lambda row: distinguishable(row) is False)):
-        variants = [row["variant"] for row in rows if test(row)]
-        if variants:
-            sentences.append(f"{label}: {', '.join(variants)}.")
-    return " ".join(sentences)
+    groups = (
+        (f"Reproduced (the tutorial's number within {REPRODUCED_WITHIN_SD:g} sd of our mean in both frameworks)",
+         [row["variant"] for row in rows if row.get("reproduced") is True]),
+        ("Not reproduced", [f"{row['variant']} ({side(row)})" for row in rows if row.get("reproduced") is False]),
+        ("Torch and JAX differ by more than the seeds scatter",
+         [row["variant"] for row in rows if distinguishable(row) is True]),
+        ("Torch and JAX within the seeds' scatter", [row["variant"] for row in rows if distinguishable(row) is False]))
+    return " ".join(f"{label}: {', '.join(variants)}." for label, variants in groups if variants)
+
+
+def side(row: dict) -> str:
+    """Which way a tutorial's number that we do not reproduce misses our runs."""
+    stats = row["frameworks"].values()
+    if any(s["mean"] is None for s in stats):
+        return "our runs diverge"
+    above = [row["reference"] > s["mean"] for s in stats]
+    return "the tutorial's is higher" if all(above) else "the tutorial's is lower" if not any(above) else "mixed"
 
 
 def report(out: Path, seeds: Sequence[int], command: str, variants: Sequence[str] | None = None,
