@@ -93,7 +93,8 @@ def verdict(reference: float, by_framework: dict[str, dict]) -> tuple[bool | Non
             in_range = stats["min"] <= reference <= stats["max"]
             parts.append(f"{framework} {z:+.1f} sd{', inside min-max' if in_range else ''}")
             inside.append(abs(z) <= REPRODUCED_WITHIN_SD)
-    reproduced = None if None in inside else all(inside)
+    # One framework that misses it decides; one without a spread leaves the verdict open.
+    reproduced = False if False in inside else None if None in inside else True
     word = {True: "**yes**", False: "**no**", None: "—"}[reproduced]
     return reproduced, f"{word} ({'; '.join(parts)})"
 

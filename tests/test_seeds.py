@@ -65,6 +65,10 @@ def test_the_tutorials_number_is_placed_in_our_spread():
                                     "(the tutorial's is lower). Torch and JAX differ by more than the seeds scatter: "
                                     "lstm. Torch and JAX within the seeds' scatter: gru.")
     diverged = {"runs": 5, "diverged": 5, "mean": None, "sd": None, "min": None, "max": None}
+    one_run = {"runs": 5, "diverged": 4, "mean": 0.87, "sd": None, "min": 0.87, "max": 0.87}
+    assert seeds.verdict(0.9728, {"torch": one_run, "jax": diverged}) == \
+        (False, "**no** (torch: one run, no spread; jax: all 5 diverged)")
+    assert seeds.verdict(0.981, {"torch": one_run, "jax": near})[0] is None  # jax agrees, torch cannot say
     assert seeds.verdict(0.9728, {"torch": diverged, "jax": near}) == \
         (False, "**no** (torch: all 5 diverged; jax -3.6 sd)")
 
