@@ -139,6 +139,12 @@ def plan(variants: Sequence[str], frameworks: Sequence[str], out: Path, preset: 
     return pairs
 
 
+def train_planned(pairs: list[tuple], *, jobs: int | None, data_dir, rerun: bool) -> tuple[list[dict], int]:
+    """Train `plan`'s pairs (see train_pairs): their summaries in order, and the number of jobs."""
+    return train_pairs([(framework, config, run_dir, init_from) for framework, _, config, run_dir, init_from in pairs],
+                       jobs=jobs, data_dir=data_dir, rerun=rerun)
+
+
 def report(pairs: list[tuple], summaries: list[dict], out: Path, *, preset: str, command: str, jobs: int,
            wall_seconds: float | None, onnx: bool, data_dir) -> list[dict]:
     """Check ONNX for every trained pair, then write OUT/results.{json,md} and OUT/curves.png."""
@@ -174,9 +180,7 @@ def compare(variants: Sequence[str], frameworks: Sequence[str], out: Path, *, pr
     """Train every (variant, framework) pair, `jobs` at a time, then check ONNX and write the report."""
     pairs = plan(variants, frameworks, out, preset, overrides, rerun, shared_init)
     started = time.perf_counter()
-    summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
-                                   for framework, _, config, run_dir, init_from in pairs],
-                                  jobs=jobs, data_dir=data_dir, rerun=rerun)
+    summaries, jobs = train_planned(pairs, jobs=jobs, data_dir=data_dir, rerun=rerun)
     fresh = all(not (summary["reused"] or summary["resumed"]) for summary in summaries)
     wall_seconds = time.perf_counter() - started if fresh else None  # end to end only if all ran here
     return report(pairs, summaries, out, preset=preset, command=command, jobs=jobs, wall_seconds=wall_seconds,
@@ -218,9 +222,7 @@ def compare_seeds(seeds: Sequence[int], variants: Sequence[str], frameworks: Seq
         else:
             print(f"== seed {seed}: every pair is in {seed_dir(out, seed) / 'results.json'}, reusing it", flush=True)
     queue = [pair for seed_pairs in plans.values() for pair in seed_pairs]
-    summaries, jobs = train_pairs([(framework, config, run_dir, init_from)
-                                   for framework, _, config, run_dir, init_from in queue],
-                                  jobs=jobs, data_dir=data_dir, rerun=rerun) if queue else ([], 1)
+    summaries, jobs = train_planned(queue, jobs=jobs, data_dir=data_dir, rerun=rerun) if queue else ([], 1)
     for seed, seed_pairs in plans.items():
         done, summaries = summaries[:len(seed_pairs)], summaries[len(seed_pairs):]
         report(seed_pairs, done, seed_dir(out, seed), preset=preset, command=command, jobs=jobs,

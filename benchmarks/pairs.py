@@ -21,10 +21,9 @@ from typing import Sequence
 
 from common import checkpoint
 from common.atomic import atomic_write_json
-from common.config import Config, config_argv, parse_variant
+from common.config import FRAMEWORKS, Config, config_argv, parse_variant  # noqa: F401 (re-exported)
 from common.errors import UserError
 
-FRAMEWORKS = ("torch", "jax")
 # Tuned: pixel normalisation, cosine decay and gradient clipping over 5 epochs (see README).
 PRESETS = {
     "default": {},

@@ -24,6 +24,7 @@ KERNELS = ("scan", "cudnn")
 # Gates per cell: the rows of weight_ih are G * hidden_size.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # The four variants of the tutorial; `--cell/--head` reach the other two combinations.
+FRAMEWORKS = ("torch", "jax")  # the two implementations, in the order tables list them
 VARIANTS = {"rnn": ("rnn", "all"), "gru": ("gru", "all"), "lstm": ("lstm", "all"), "lstm-last": ("lstm", "last")}
 # Fields that define the model's parameters: a checkpoint must match all of them.
 MODEL_FIELDS = ("cell", "head", "input_size", "seq_len", "hidden_size", "num_layers", "num_classes")

@@ -5,7 +5,7 @@ and the benchmarks call `exact_float32()` once at start-up instead.
 """
 from __future__ import annotations
 
-FRAMEWORKS = ("torch", "jax")
+from common.config import FRAMEWORKS
 
 
 def exact_float32(*frameworks: str) -> None:
