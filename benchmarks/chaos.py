@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.compare import DEFAULT_OUT, REFERENCE_DIR
 from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, pair_dir, preset_config,
-                              train_pairs)
+                              resumable_stop, train_pairs)
 from common import checkpoint
 from common.cli import Parser, add_data_dir
 from common.config import parse_variant
@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     docs = REFERENCE_DIR.parent / "docs" / "RESULTS.md"
     if args.update_docs:
         require_markers(docs, f"chaos:{args.preset}")
-    rows = chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
+    with resumable_stop():
+        rows = chaos(args.variants, args.out, preset=args.preset, jobs=args.jobs, data_dir=args.data_dir)
     if args.update_docs:
         paste_between_markers(docs, f"chaos:{args.preset}", (args.out / "chaos.md").read_text())
     return rows

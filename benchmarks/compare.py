@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.pairs import (FRAMEWORKS, PRESETS, check_jobs, init_path, initial_weights, limits_note,  # noqa: F401
-                              pair_dir, preset_config, train_pairs)
+                              pair_dir, preset_config, resumable_stop, train_pairs)
 from benchmarks.plots import curve, curves
 from benchmarks.seeds import report as seeds_report
 from benchmarks.seeds import seed_dir
@@ -41,7 +41,6 @@ from common.cli import Parser, add_data_dir
 from common.config import VARIANTS, parse_variant
 from common.errors import UserError, run_cli
 from common.report import markdown_table, paste_between_markers, require_markers, write_report
-from common.training import EXIT_INTERRUPTED
 
 REFERENCE = {"rnn": 0.9728, "gru": 0.9810, "lstm": 0.9790, "lstm-last": 0.9840}  # the tutorial's test accuracy
 DEFAULT_OUT = Path("runs/compare")
@@ -271,14 +270,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         require_markers(README, block)
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     run = partial(compare_seeds, args.seeds) if args.seeds else compare
-    try:
+    with resumable_stop():
         runs = run(args.variants, args.frameworks, args.out, preset=args.preset, overrides=overrides,
                    data_dir=args.data_dir, rerun=args.rerun, onnx=args.onnx,
                    jobs=args.jobs, shared_init=args.shared_init, command=command.strip())
-    except KeyboardInterrupt:  # the trainers got the same Ctrl-C and saved their state
-        print("\ninterrupted: finished pairs are kept and interrupted ones resume; run the same command again",
-              file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
     if args.update_readme:
         paste_between_markers(README, block, (args.out / "results.md").read_text())
     return runs

@@ -12,10 +12,13 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +26,7 @@ from common import checkpoint
 from common.atomic import atomic_write_json
 from common.config import FRAMEWORKS, Config, config_argv, parse_variant  # noqa: F401 (re-exported)
 from common.errors import UserError
+from common.run_state import Interrupted
 
 # Tuned: pixel normalisation, cosine decay and gradient clipping over 5 epochs (see README).
 PRESETS = {
@@ -98,8 +102,50 @@ def thread_env(threads: int) -> dict[str, str]:
             "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip()}
 
 
+class Trainers:
+    """The trainer processes running now. Ctrl-C in a terminal reaches them all (one process group),
+    but a SIGTERM (`kill`, a scheduler) reaches only the benchmark: `forward_sigterm` passes it on to
+    each trainer, which saves its state and stops, lets no new pair start, and raises Interrupted."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, command: list[str], **popen) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise UserError("not started: the benchmark is stopping")
+            process = subprocess.Popen(command, **popen)
+            self.live.add(process)
+            return process
+
+    def finished(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.live.discard(process)
+
+    def _stop(self, signum, frame) -> None:
+        with self.lock:
+            first, self.stopping = not self.stopping, True
+            for process in self.live:
+                process.send_signal(signum)
+        if first:  # once: the pool then waits for the trainers to save and exit
+            raise Interrupted(signum)
+
+    @contextmanager
+    def forward_sigterm(self):
+        if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: bool, cores: list[int],
-             init_from: Path | None = None) -> dict:
+             init_from: Path | None = None, trainers: Trainers | None = None) -> dict:
     """Train one pair in its own process on `cores` (or reuse/resume it), from `init_from`'s weights if given.
 
     The pair runs the trainer's CLI, `python -m <framework>_impl.train`, so what compare does is
@@ -107,6 +153,7 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
     Returns the trainer's summary.
     """
     label = run_dir.name  # e.g. default-torch-gru
+    trainers = trainers or Trainers()
     summary_path = run_dir / "summary.json"
     if (run_dir / "config.json").exists() and not rerun:
         check_same_settings(json.loads((run_dir / "config.json").read_text())["config"], config, run_dir)
@@ -129,8 +176,8 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
     with open(run_dir / "train.log", "a") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, **thread_env(len(cores))})
+        process = trainers.start(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**os.environ, **thread_env(len(cores))})
         if hasattr(os, "sched_setaffinity"):  # before the child has imported torch or jax and made its threads
             os.sched_setaffinity(process.pid, cores)
         last = ""
@@ -140,6 +187,7 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
             last = line.strip() or last
             print(f"[{label}] {line}", end="", flush=True)
         process.wait()
+        trainers.finished(process)
     if process.returncode != 0:
         raise UserError(f"{label} failed (exit {process.returncode}): {last} — full log in {run_dir / 'train.log'}; "
                         "run the same command again to resume")
@@ -149,10 +197,23 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
     return {**summary, **how, "reused": False, "resumed": resume}
 
 
+@contextmanager
+def resumable_stop():
+    """Ctrl-C or SIGTERM while pairs train: the trainers saved their state, so one line and the
+    shell's status for the signal (130, 143) instead of a traceback."""
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted) as stop:
+        print("\ninterrupted: finished pairs are kept and interrupted ones resume; run the same command again",
+              file=sys.stderr)
+        raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
+
+
 def train_pairs(pairs: Sequence[tuple[str, Config, Path, Path | None]], *, jobs: int | None, data_dir,
                 rerun: bool) -> tuple[list[dict], int]:
     """Train (framework, config, run_dir, init_from) pairs, `jobs` at a time (default: one per core),
-    each process on its own cores. Returns the summaries in order, and the number of jobs."""
+    each process on its own cores. Returns the summaries in order, and the number of jobs.
+    A SIGTERM stops every trainer (state saved, resumable) and raises Interrupted."""
     groups = core_groups(min(jobs or len(available_cores()), len(pairs)))
     free = queue.SimpleQueue()  # each running pair holds one group of cores: they never share one
     for group in groups:
@@ -163,9 +224,10 @@ def train_pairs(pairs: Sequence[tuple[str, Config, Path, Path | None]], *, jobs:
         cores = free.get()
         try:
             return run_pair(framework, config, run_dir, data_dir=data_dir, rerun=rerun, cores=cores,
-                            init_from=init_from)
+                            init_from=init_from, trainers=trainers)
         finally:
             free.put(cores)
 
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+    trainers = Trainers()
+    with trainers.forward_sigterm(), ThreadPoolExecutor(max_workers=len(groups)) as pool:
         return list(pool.map(train, pairs)), len(groups)

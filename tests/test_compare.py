@@ -3,7 +3,10 @@ resumable, failures reported in one line, README update."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +106,50 @@ def test_a_failing_pair_is_one_line_naming_its_log(tmp_path):
             "--data-dir", str(idx), "--out", str(tmp_path / "results")]
     with pytest.raises(UserError, match=r"default-torch-gru failed \(exit 2\): error: .*limit.* full log in .*train\.log"):
         compare.main(argv)
+
+
+def running_trainers(out: Path) -> list[str]:
+    """Command lines of live processes that train into OUT."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if b"-m" in argv and any(arg.startswith(str(out).encode()) for arg in argv) and b"benchmarks.compare" not in argv:
+            found.append(b" ".join(argv).decode())
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc")
+def test_sigterm_reaches_the_trainers_and_no_new_pair_starts(tmp_path):
+    """`kill` sends SIGTERM to compare alone (Ctrl-C reaches the whole process group): compare passes
+    it on, the running trainer saves its state, the queued pair never starts, nothing is left running,
+    and compare exits with 143 and one line."""
+    idx = write_idx_dir(tmp_path / "idx", n_train=N_TRAIN, n_test=40)
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "benchmarks.compare", "--variants", "rnn", "gru", "--frameworks", "torch",
+            "--epochs", "100000", "--hidden-size", "4", "--no-onnx", "--jobs", "1", "--data-dir", str(idx),
+            "--out", str(out)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("[default-torch-rnn] epoch 2 "):  # training, with a checkpoint behind it
+                break
+        assert running_trainers(out), "the trainer should be running"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished pairs are kept"), stderr
+    assert "Traceback" not in stderr + stdout
+    assert running_trainers(out) == []
+    run_dir = out / "runs" / "default-torch-rnn"
+    assert (run_dir / "train_state.safetensors").exists()
+    assert "--resume" in (run_dir / "train.log").read_text()  # the trainer said how to resume
+    assert not (out / "runs" / "default-torch-gru").exists()
 
 
 def test_quick_checks_cannot_touch_the_reference_results(tmp_path):

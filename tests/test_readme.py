@@ -42,7 +42,7 @@ def test_own_code_snippet_gives_predicts_logits(tiny_onnx, mnist_dir, tmp_path, 
 @pytest.mark.parametrize("document, block", [("README.md", compare.readme_block("default", multi_seed=True)),
                                              ("README.md", compare.readme_block("default", {"lr": 0.001},
                                                                                 multi_seed=True)),
-                                             ("README.md", compare.readme_block("tuned")),
+                                             ("README.md", compare.readme_block("tuned", multi_seed=True)),
                                              ("docs/RESULTS.md", "chaos:default"),
                                              ("docs/PARITY.md", "parity:default"),
                                              ("docs/PERFORMANCE.md", "speed")])
