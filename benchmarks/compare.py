@@ -4,7 +4,7 @@
     python -m benchmarks.compare --variants lstm-last --frameworks torch --epochs 1
     python -m benchmarks.compare --seeds 0 1 2 3 4 --out results/seeds/default --update-readme   # the reference spread
     python -m benchmarks.compare --seed 3 --out runs/seed-3                           # one seed, its own table
-    python -m benchmarks.compare --preset tuned --out results/tuned --update-readme
+    python -m benchmarks.compare --seeds 0 1 2 --preset tuned --out results/seeds/tuned --update-readme
 
 Each (variant, framework) pair trains on full MNIST from the common loader with the same seed
 into OUT/runs/<preset>-<framework>-<variant>/. Both frameworks start from the same weights:
