@@ -26,7 +26,7 @@ from common import checkpoint
 from common.atomic import atomic_write_json
 from common.config import FRAMEWORKS, Config, config_argv, parse_variant  # noqa: F401 (re-exported)
 from common.errors import UserError
-from common.run_state import Interrupted
+from common.run_state import Interrupted, exit_status
 
 # Tuned: pixel normalisation, cosine decay and gradient clipping over 5 epochs (see README).
 PRESETS = {
@@ -181,13 +181,15 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
         if hasattr(os, "sched_setaffinity"):  # before the child has imported torch or jax and made its threads
             os.sched_setaffinity(process.pid, cores)
         last = ""
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            last = line.strip() or last
-            print(f"[{label}] {line}", end="", flush=True)
-        process.wait()
-        trainers.finished(process)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                last = line.strip() or last
+                print(f"[{label}] {line}", end="", flush=True)
+            process.wait()
+        finally:
+            trainers.finished(process)
     if process.returncode != 0:
         raise UserError(f"{label} failed (exit {process.returncode}): {last} — full log in {run_dir / 'train.log'}; "
                         "run the same command again to resume")
@@ -206,7 +208,7 @@ def resumable_stop():
     except (KeyboardInterrupt, Interrupted) as stop:
         print("\ninterrupted: finished pairs are kept and interrupted ones resume; run the same command again",
               file=sys.stderr)
-        raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
+        raise SystemExit(exit_status(stop)) from None
 
 
 def train_pairs(pairs: Sequence[tuple[str, Config, Path, Path | None]], *, jobs: int | None, data_dir,

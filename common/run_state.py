@@ -92,3 +92,9 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+def exit_status(stop: BaseException) -> int:
+    """The shell's exit status for a stop: 128 + the signal (130 Ctrl-C, 143 SIGTERM); a bare
+    KeyboardInterrupt (no handler of ours installed) counts as SIGINT."""
+    return 128 + getattr(stop, "signum", signal.SIGINT)

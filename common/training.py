@@ -21,7 +21,6 @@ import datetime
 import json
 import math
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
@@ -35,10 +34,8 @@ from common.atomic import atomic_write_json, atomic_write_text
 from common.config import MODEL_FIELDS, Config, RunOptions, parse_args
 from common.errors import UserError
 from common.precision import exact_float32
-from common.run_state import DeferredInterrupt, Interrupted, RunState
+from common.run_state import DeferredInterrupt, Interrupted, RunState, exit_status
 from common.summary import run_summary
-
-EXIT_INTERRUPTED = 128 + 2  # the shell's status for a SIGINT (SIGTERM: 128 + 15 = 143)
 
 
 class Backend(Protocol):
@@ -225,7 +222,7 @@ class Loop:
                 # The interpreter's own path: the command works outside the venv too.
                 print(f"\ninterrupted; state saved. Resume with: {shlex.quote(sys.executable)} -m "
                       f"{self.framework}_impl.train --resume {shlex.quote(str(self.out))}", file=sys.stderr)
-            raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
+            raise SystemExit(exit_status(stop)) from None
         finally:
             interrupt.restore()
         test_loss, test_acc = test or evaluate(self.backend, self.test_set, self.options.eval_batch_size)
