@@ -76,8 +76,10 @@ resume: data
 	@test -f "$(RUN)/train_state.safetensors" || { echo "error: no interrupted run in $(RUN); give RUN=runs/..." >&2; exit 2; }
 	$(PY) -m $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['framework'])" "$(RUN)/config.json")_impl.train --resume "$(RUN)" $(ARGS)
 
+# One pytest worker per core (pytest-xdist); each test file stays on one worker, so its
+# module fixtures (trained runs, exports) are built once.
 test: data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-slow: data
 	$(PY) -m pytest -q -m slow

@@ -112,6 +112,8 @@ def percent(stats: dict) -> str:
 def difference_cell(difference: dict | None) -> str:
     if difference is None:
         return "—"
+    if difference["se"] == 0 and difference["mean"] == 0:  # t is 0/0: say what happened instead
+        return f"0 in each of the {difference['seeds']} seeds (identical accuracies)"
     verdict_text = "distinguishable from 0" if difference["distinguishable"] else "not distinguishable from 0"
     return (f"{100 * difference['mean']:+.2f} ± {100 * difference['se']:.2f} "
             f"(t {difference['t']:+.1f}, {verdict_text})")

@@ -43,6 +43,8 @@ def test_the_torch_jax_difference_is_paired_by_seed():
     noisy = seeds.paired_difference([(0.98, 0.97), (0.97, 0.98), (0.96, 0.95)])
     assert not noisy["distinguishable"] and "not distinguishable" in seeds.difference_cell(noisy)
     assert seeds.paired_difference([(0.98, 0.97)]) is None  # one seed: no standard error
+    same = seeds.paired_difference([(0.99, 0.99), (0.98, 0.98)])  # identical in every seed: t is 0/0
+    assert not same["distinguishable"] and seeds.difference_cell(same) == "0 in each of the 2 seeds (identical accuracies)"
 
 
 def test_the_tutorials_number_is_placed_in_our_spread():

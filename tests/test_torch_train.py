@@ -132,9 +132,10 @@ def test_real_mnist_lstm_last_learns(mnist_dir, tmp_path):
     """Real path: 5,000 MNIST training images, scored on the first 1,000 test images.
 
     With the tutorial's settings, one epoch of 5,000 images (79 steps) reaches only ~55-70%;
-    two epochs at batch 16 with normalised pixels, a cosine schedule and clipping reach ~95%.
+    two epochs at batch 16 with normalised pixels, a cosine schedule and clipping reach ~95% at
+    hidden 256 and 92.0-92.9% at hidden 128 (seeds 0-2), which takes under half the time.
     """
     config = Config(epochs=2, batch_size=16, normalize=True, schedule="cosine", grad_clip=1.0, lr=0.003,
-                    limit_train=5000, limit_test=1000)
+                    limit_train=5000, limit_test=1000, hidden_size=128)
     summary = torch_train.train(config, options(tmp_path, data_dir=str(mnist_dir), log_every=100))
     assert summary["test_accuracy"] >= 0.90
