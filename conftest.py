@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 
-from benchmarks.pairs import thread_env  # imports neither torch nor JAX
+from benchmarks.pairs import available_cores, thread_env  # imports neither torch nor JAX
 
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    os.environ.update(thread_env(max(1, _cores // _workers)))
+    os.environ.update(thread_env(max(1, len(available_cores()) // _workers)))
