@@ -8,9 +8,10 @@
 
 Each (variant, framework) pair trains on full MNIST from the common loader with the same seed
 into OUT/runs/<preset>-<framework>-<variant>/. Both frameworks start from the same weights:
-torch's initialisation with the run's seed (what `torch_impl.train --seed N` starts from), saved
-once as OUT/runs/<preset>-init-<variant>.safetensors; --independent-init gives each framework
-its own initialiser instead (same distributions, different random numbers). A finished pair is
+torch's own initialisation with the run's seed (`benchmarks.pairs.initial_weights`, the weights
+of the committed results/), saved once as OUT/runs/<preset>-init-<variant>.safetensors;
+--independent-init leaves each trainer to its default instead, `common.checkpoint.initial_params`
+(a NumPy draw of the same distributions, itself the same in both frameworks). A finished pair is
 not trained again (use --rerun); an interrupted one resumes from its last checkpoint. Every
 torch- and JAX-trained model is exported through the torch model to ONNX and its onnxruntime
 test accuracy checked against the source model's. Writes OUT/results.json, OUT/results.md and
@@ -253,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                         help="pairs trained at once, each in its own process with cores/jobs threads "
                              "(default: one per core)")
     parser.add_argument("--independent-init", dest="shared_init", action="store_false",
-                        help="each framework draws its own initial weights (default: both start from torch's)")
+                        help="each trainer starts from its default initial weights (the same NumPy draw in both; "
+                             "default: both start from torch's own initialisation, as results/ did)")
     parser.add_argument("--update-readme", action="store_true", help="copy the table into README.md")
     args = parser.parse_args(argv)
     for variant in args.variants:

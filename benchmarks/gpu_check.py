@@ -54,7 +54,7 @@ def gpu_info() -> dict:
 
 def versions() -> dict:
     found = {"python": platform.python_version()}
-    for module in ("torch", "jax", "jaxlib", "optax", "onnx", "onnxruntime", "numpy"):
+    for module in ("torch", "jax", "jaxlib", "flax", "optax", "onnx", "onnxruntime", "numpy"):
         try:
             found[module] = __import__(module).__version__
         except ImportError:

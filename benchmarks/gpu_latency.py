@@ -42,18 +42,24 @@ def torch_calls(params: dict, config: Config, inputs: dict, device: str) -> dict
 
 
 def jax_calls(params: dict, config: Config, inputs: dict, device: str) -> dict[str, Callable]:
+    import dataclasses
+
     import jax
-    from jax_impl.model import forward
+    from flax import nnx
+    from jax_impl.nn import classifier
     target = jax.devices("gpu" if device == "cuda" else "cpu")[0]
-    jax_params = jax.device_put(params, target)
-    forms = {"jax scan": dict(kernel="scan"), "jax unrolled": dict(kernel="scan", unroll=True)}
+    forms = {"jax scan": ("scan", False), "jax unrolled": ("scan", True)}
     if device == "cuda":
-        forms["jax cudnn"] = dict(kernel="cudnn")
+        forms["jax cudnn"] = ("cudnn", False)
     calls = {}
-    for name, form in forms.items():
+    for name, (kernel, unroll) in forms.items():
+        model = classifier(dataclasses.replace(config, rnn_kernel=kernel), params, platform=target.platform)
+        graphdef, state = nnx.split(model)
+        state = jax.device_put(state, target)
+        call = jax.jit(lambda state, x, graphdef=graphdef, unroll=unroll: nnx.merge(graphdef, state)(x, unroll=unroll))
         for n, images in inputs.items():
             x = jax.device_put(images, target)
-            calls[(name, n)] = lambda x=x, form=form: forward(jax_params, config, x, **form).block_until_ready()
+            calls[(name, n)] = lambda x=x, call=call, state=state: call(state, x).block_until_ready()
     return calls
 
 

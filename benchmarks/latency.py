@@ -32,13 +32,14 @@ BATCH_SIZES = (1, 256)
 
 
 def jax_contender(params: dict, config, inputs: dict[int, np.ndarray]):
-    """(batch -> call, compile seconds) for JAX's inference form: jax_impl.model.forward with the
+    """(batch -> call, compile seconds) for JAX's inference form: the Flax classifier with the
     input projection hoisted and the scan unrolled (unroll=True)."""
     import jax
     import jax.numpy as jnp
-    from jax_impl.model import forward
-    jax_params = {name: jnp.asarray(value) for name, value in params.items()}
-    jitted = jax.jit(lambda p, x: forward(p, config, x, unroll=True))
+    from flax import nnx
+    from jax_impl.nn import classifier
+    graphdef, jax_params = nnx.split(classifier(config, params))
+    jitted = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, unroll=True))
     calls, compile_seconds = {}, {}
     for n, images in inputs.items():
         x = jnp.asarray(images)

@@ -73,13 +73,19 @@ def check_same_settings(saved: dict, config: Config, where: Path) -> None:
 
 
 def initial_weights(config: Config, path: Path) -> Path:
-    """Torch's initial weights for `config` (seeded by config.seed), written once to `path`."""
+    """Torch's own initialisation for `config` (`torch.manual_seed(config.seed)`, then the module's
+    constructor), written once to `path`: the weights the committed results/ were trained from.
+    (The trainers' default is `common.checkpoint.initial_params`, a NumPy draw of the same
+    distributions.)"""
     if path.exists():
         check_same_settings(checkpoint.load_model(path)[1].to_dict(), config, path)
     else:
-        from torch_impl.train import TorchBackend
+        import torch
 
-        params = TorchBackend(config, "cpu").get_params()
+        from torch_impl.model import RecurrentClassifier, get_params
+
+        torch.manual_seed(config.seed)
+        params = get_params(RecurrentClassifier(config))
         checkpoint.save_model(path, params, config, framework="torch (initial weights)")
     return path
 

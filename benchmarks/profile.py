@@ -50,15 +50,18 @@ def torch_pieces(config: Config, images, labels) -> dict[str, Callable]:
 def jax_pieces(config: Config, images, labels) -> dict[str, Callable]:
     import jax
     import jax.numpy as jnp
+    from flax import nnx
     from jax_impl import train as jax_train
     backend = jax_train.JaxBackend(config, "cpu")
     batch = jax_train.padded_batch(images, labels, len(labels))
-    params, opt_state = backend.params, backend.opt_state
-    grad = jax.jit(jax.value_and_grad(jax_train.masked_loss, has_aux=True), static_argnums=1)
-    loss = jax.jit(jax_train.masked_loss, static_argnums=1)
+    graphdef, state = nnx.split(backend.modules()[0])
+    grad = jax.jit(lambda state, batch: jax_train.loss_and_grads(nnx.merge(graphdef, state), batch))
+    loss = jax.jit(lambda state, batch: jax_train.masked_loss(nnx.merge(graphdef, state), batch))
     optimizer = jax_train.make_optimizer(config)
-    (_, _), grads = grad(params, config, batch)
+    opt_state = optimizer.init(state)
+    (_, _), grads = grad(state, batch)
     adam = jax.jit(lambda g, s, p: optimizer.update(g, s, p))
+    params = {name: jnp.asarray(value) for name, value in backend.get_params().items()}
 
     def matmuls_only(params, x):  # the scan's GEMMs, none of the gate math
         xs, hidden = jnp.swapaxes(x, 0, 1), config.hidden_size
@@ -75,9 +78,9 @@ def jax_pieces(config: Config, images, labels) -> dict[str, Callable]:
     def block(fn):
         return lambda: jax.block_until_ready(fn())
     return {"step": lambda: backend.train_step(images, labels, config.lr),
-            "forward+backward": block(lambda: grad(params, config, batch)),
-            "forward": block(lambda: loss(params, config, batch)),
-            "adam": block(lambda: adam(grads, opt_state, params)),
+            "forward+backward": block(lambda: grad(state, batch)),
+            "forward": block(lambda: loss(state, batch)),
+            "adam": block(lambda: adam(grads, opt_state, state)),
             "matmuls only (fwd+bwd)": block(lambda: gemms(params, batch["images"]))}
 
 

@@ -1,2 +1,3 @@
-"""JAX/Flax implementation: RNN / GRU / LSTM classifiers with PyTorch's equations, names and
-parameter layout, and their trainer (`python -m jax_impl.train`)."""
+"""The JAX side in Flax NNX: `nn` (RNN / GRU / LSTM modules with torch.nn's constructor, call and
+parameter names, the classifier, the bridge to torch's state_dict), `model` (the pure cell
+equations and `jax.lax.scan` time loop they call), and the trainer (`python -m jax_impl.train`)."""

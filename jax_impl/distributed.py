@@ -1,5 +1,6 @@
 """Data parallel in JAX: a 1-D `Mesh` over devices, the batch sharded along it, parameters and
-Adam's state replicated; `jax.jit` partitions the step and inserts the gradient all-reduce.
+Adam's state replicated; the step computes each device's gradients under `jax.shard_map` and
+adds them with one `psum` (jax_impl.train.loss_and_grads).
 
     python -m jax_impl.train --devices 2 ...     # 2 local devices (GPUs; on CPU, host devices)
 

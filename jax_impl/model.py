@@ -1,43 +1,43 @@
-"""The four MNIST-as-a-sequence classifiers in JAX, with PyTorch's equations, names and weights.
+"""The recurrent layers' arithmetic as pure functions: PyTorch's cell equations and the time loop.
 
-    out, h_n = recurrent(params, config, x)          # rnn, gru: (B, T=28, F=28) -> (B, T, H), (L, B, H)
-    out, (h_n, c_n) = recurrent(params, config, x)   # lstm, as torch.nn.LSTM; zero initial states
-    logits = forward(params, config, x)              # head 'all': fc(flatten(out)); 'last': fc(out[:, -1])
+    carry, out = layer(cell, weights, xs, carry0, form)        # one layer: xs (T, B, in) -> out (T, B, H)
+    out, h_n = stack(cell, layers, x, hx, batch_first, form)  # all layers, as torch.nn.RNN/GRU/LSTM's call
 
-`params` is a flat dict keyed by the checkpoint's PyTorch names (`rnn.weight_ih_l0` (G*H, F),
-`rnn.weight_hh_l0` (G*H, H), `rnn.bias_ih_l0`, `rnn.bias_hh_l0` (G*H,), ..., `fc.weight`
-(classes, features), `fc.bias`) in PyTorch's gate order, so converting weights is a copy.
+The Flax modules (`jax_impl.nn`) hold the parameters, in PyTorch's names and layout, and call
+these; jit, remat and the custom VJP see plain functions. A layer's weights are PyTorch's
+(w_ih (G*H, in), w_hh (G*H, H), b_ih, b_hh (G*H,)), gates in PyTorch's order.
 
-Plain functions, no module library: every cell is `step(weights, carry, x_t) -> (carry, out)` (the
-shape of equinox's and Flax's cells) and the time loop is one `jax.lax.scan` in `layer`. Flax
-was used here only to declare these parameters; a dict built from the checkpoint's shape table
-(`common.checkpoint.param_shapes`) does that with PyTorch's names and no renaming layer, so the
-model no longer needs it.
-
-Forms, chosen by measurement (numbers in docs/PERFORMANCE.md, `python -m benchmarks.speed`):
-- Training on CPU: each step computes its own input projection with weights transposed once
-  before the scan; hoisting `x @ W_ih.T` of all steps out of the loop was 20% slower for the
-  LSTM (its (T, B, 4H) buffer costs more in the backward pass than it saves). The step is
-  rematerialised (`jax.checkpoint`, keeping only the matmul outputs): recomputing the gate math
-  in the backward pass is cheaper than saving ~14 arrays per step, and bit-identical. The Elman
-  RNN on CPU has a hand-written backward pass instead (`rnn_layer`).
-- Inference (`unroll=True`): the input projection is hoisted and the scan fully unrolled, which
-  removes the loop's per-step overhead that dominates at batch 1 (1.5 ms vs 3.3 ms, lstm-last).
+Forms (`Form`), each chosen by measurement on its device (docs/PERFORMANCE.md):
+- training (the default): each step computes its own input projection, with the weights
+  transposed once before the scan; the step is rematerialised (`jax.checkpoint`, keeping only the
+  matmul outputs), since recomputing the gate math in the backward pass is cheaper than saving
+  ~14 arrays per step, and bit-identical. Hoisting the input projection of all steps out of the
+  loop was slower for the LSTM in training: its (T, B, 4H) buffer costs more in the backward pass
+  than it saves.
+- `unroll=True` (inference): the input projection is hoisted and the scan fully unrolled, which
+  removes the loop's per-step overhead that dominates at small batches.
+- `rnn_vjp=True` (the Elman RNN from zero state): a hand-written backward pass (`rnn_layer`).
 - `kernel="cudnn"` (LSTM only, GPU only): `jax.experimental.rnn.lstm`, cuDNN's fused LSTM, fed
   from the same parameters (`cudnn_weights`). JAX has no cuDNN path for the GRU or Elman RNN.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import rnn as jax_rnn
 
-from common.checkpoint import param_shapes
-from common.config import Config
+LayerWeights = tuple[jax.Array, jax.Array, jax.Array, jax.Array]  # PyTorch's (w_ih, w_hh, b_ih, b_hh)
+
+
+class Form(NamedTuple):
+    """How the layers run: the same function in every form (tests/test_jax_forms.py)."""
+
+    kernel: str = "scan"  # "scan" (jax.lax.scan) or "cudnn" (LSTM on a GPU)
+    unroll: bool = False  # the inference form: hoisted input projection, fully unrolled scan
+    rnn_vjp: bool = False  # the Elman RNN's hand-written backward pass (zero initial state only)
 
 
 class Weights(NamedTuple):
@@ -108,35 +108,56 @@ CELLS = {"rnn": rnn_cell, "gru": gru_cell, "lstm": lstm_cell}
 
 # ---- the time loop ---------------------------------------------------------------------------------
 
-def layer_weights(params: dict, k: int) -> tuple[jax.Array, ...]:
-    """PyTorch's (w_ih, w_hh, b_ih, b_hh) of layer k."""
-    return tuple(params[f"rnn.{name}_l{k}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+def zero_carry(cell: str, batch: int, hidden: int, dtype) -> jax.Array | tuple[jax.Array, jax.Array]:
+    h0 = jnp.zeros((batch, hidden), dtype)  # (B, H)
+    return (h0, h0) if cell == "lstm" else h0
 
 
-def layer(cell: str, params: dict, k: int, xs: jax.Array, unroll: bool):
-    """Layer k over the whole sequence from zero state: xs (T, B, in) -> carry (h or (h, c)), out (T, B, H)."""
-    w_ih, w_hh, b_ih, b_hh = layer_weights(params, k)
-    if cell == "rnn" and not unroll and jax.default_backend() == "cpu":
-        return rnn_layer(w_ih, w_hh, b_ih, b_hh, xs)  # hand-written backward pass: faster on CPU
+def layer(cell: str, weights: LayerWeights, xs: jax.Array, carry, form: Form = Form()):
+    """One layer over the whole sequence: xs (T, B, in) -> carry (h or (h, c)), out (T, B, H).
+    `carry` is the initial state (None: zeros)."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    if carry is None:
+        if cell == "rnn" and form.rnn_vjp and not form.unroll:
+            return rnn_layer(w_ih, w_hh, b_ih, b_hh, xs)
+        carry = zero_carry(cell, xs.shape[1], w_hh.shape[1], xs.dtype)
     step = CELLS[cell]
-    if unroll:  # inference: one GEMM for every step's input projection, no loop overhead
-        weights, xs = Weights(None, w_hh.T, b_ih, b_hh), xs @ w_ih.T + b_ih  # (T, B, in) -> (T, B, G*H)
+    if form.unroll:  # inference: one GEMM for every step's input projection, no loop overhead
+        packed, xs = Weights(None, w_hh.T, b_ih, b_hh), xs @ w_ih.T + b_ih  # (T, B, in) -> (T, B, G*H)
     else:  # training: keep only the matmul outputs for the backward pass, recompute the gate math
-        weights, step = Weights(w_ih.T, w_hh.T, b_ih, b_hh), jax.checkpoint(
+        packed, step = Weights(w_ih.T, w_hh.T, b_ih, b_hh), jax.checkpoint(
             step, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-    h0 = jnp.zeros((xs.shape[1], w_hh.shape[1]), xs.dtype)  # (B, H)
-    carry = (h0, h0) if cell == "lstm" else h0
-    return jax.lax.scan(partial(step, weights), carry, xs, unroll=xs.shape[0] if unroll else 1)
+    return jax.lax.scan(partial(step, packed), carry, xs, unroll=xs.shape[0] if form.unroll else 1)
+
+
+def stack(cell: str, layers: Sequence[LayerWeights], x: jax.Array, hx=None, batch_first: bool = False,
+          form: Form = Form()):
+    """As torch.nn.RNN/GRU/LSTM's call: x (B, T, in) with batch_first, else (T, B, in); hx the initial
+    state (L, B, H), (h0, c0) for the LSTM, or None (zeros). Returns out of the top layer, in x's
+    layout, and h_n (L, B, H), or (h_n, c_n) for the LSTM."""
+    if form.kernel == "cudnn":
+        if cell != "lstm":
+            raise ValueError(f"kernel 'cudnn' exists only for the LSTM in JAX, not for {cell!r}")
+        return cudnn_lstm(layers, x if batch_first else jnp.swapaxes(x, 0, 1), hx, batch_first)
+    xs = jnp.swapaxes(x, 0, 1) if batch_first else x  # (B, T, F) -> (T, B, F): scan runs over the leading axis
+    finals = []
+    for k, weights in enumerate(layers):
+        initial = None if hx is None else (hx[0][k], hx[1][k]) if cell == "lstm" else hx[k]
+        carry, xs = layer(cell, weights, xs, initial, form)  # (T, B, in) -> (T, B, H)
+        finals.append(carry)
+    out = jnp.swapaxes(xs, 0, 1) if batch_first else xs  # (T, B, H) -> (B, T, H)
+    if cell == "lstm":
+        return out, (jnp.stack([h for h, _ in finals]), jnp.stack([c for _, c in finals]))  # (L, B, H) each
+    return out, jnp.stack(finals)
 
 
 @jax.custom_vjp
 def rnn_layer(w_ih, w_hh, b_ih, b_hh, xs):
     """`rnn_cell` over the sequence from zero state, xs (T, B, in) -> h_n (B, H), out (T, B, H), with
     the backward pass written by hand: one reverse scan of dpre_t = (dout_t + dh) * (1 - h_t^2),
-    dh = dpre_t @ W_hh, then every weight gradient as one GEMM over all steps. On the 2-core CPU
-    this trained 1.18x faster than autodiff of the scan at batch 64 (docs/PERFORMANCE.md); for the
-    LSTM and GRU the same scheme was slower (their (T, B, G*H) buffers fall out of cache).
-    Measured on CPU only, so the GPU keeps the autodiff form."""
+    dh = dpre_t @ W_hh, then every weight gradient as one GEMM over all steps. Faster than autodiff
+    of the scan on the CPU, slower there for the LSTM and GRU, and never measured faster on a GPU
+    (docs/PERFORMANCE.md): the layers use it on the CPU only."""
     return _rnn_forward(w_ih, w_hh, b_ih, b_hh, xs)
 
 
@@ -173,61 +194,22 @@ def _rnn_layer_bwd(saved, cotangents):
 rnn_layer.defvjp(_rnn_layer_fwd, _rnn_layer_bwd)
 
 
-def cudnn_weights(params: dict, config: Config) -> jax.Array:
+def cudnn_weights(layers: Sequence[LayerWeights]) -> jax.Array:
     """PyTorch's LSTM parameters as the flat buffer `jax.experimental.rnn.lstm` takes: every layer's
-    W_ih, W_hh (row-major), then every layer's b_ih, b_hh (the module's docstring gives the layout;
-    the gate order is PyTorch's)."""
-    layers = [layer_weights(params, k) for k in range(config.num_layers)]
+    W_ih, W_hh (row-major), then every layer's b_ih, b_hh (the gate order is PyTorch's)."""
     matrices = [w.ravel() for w_ih, w_hh, _, _ in layers for w in (w_ih, w_hh)]
     biases = [b for _, _, b_ih, b_hh in layers for b in (b_ih, b_hh)]
     return jnp.concatenate(matrices + biases)
 
 
-def cudnn_lstm(params: dict, config: Config, x: jax.Array):
-    """All LSTM layers in one cuDNN call (GPU only): out (B, T, H), (h_n, c_n) (L, B, H)."""
-    h0 = jnp.zeros((config.num_layers, x.shape[0], config.hidden_size), x.dtype)
+def cudnn_lstm(layers: Sequence[LayerWeights], x: jax.Array, hx, batch_first: bool):
+    """All LSTM layers in one cuDNN call (GPU only): x (B, T, in) -> out (B, T, H) (time-major when
+    not batch_first), (h_n, c_n) (L, B, H)."""
+    hidden, input_size = layers[0][1].shape[1], layers[0][0].shape[1]
+    if hx is None:
+        zeros = jnp.zeros((len(layers), x.shape[0], hidden), x.dtype)
+        hx = (zeros, zeros)
     seq_lengths = jnp.full((x.shape[0],), x.shape[1], jnp.int32)
-    out, h_n, c_n = jax_rnn.lstm(x, h0, h0, cudnn_weights(params, config), seq_lengths,
-                                 input_size=config.input_size, hidden_size=config.hidden_size,
-                                 num_layers=config.num_layers, dropout=0.0, bidirectional=False)
-    return out, (h_n, c_n)
-
-
-@partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def recurrent(params: dict, config: Config, x: jax.Array, kernel: str | None = None, unroll: bool = False):
-    """As torch's nn.RNN/GRU/LSTM(batch_first=True) from zero state: out (B, T, H) of the top layer,
-    and h_n (L, B, H), or (h_n, c_n) for the LSTM. `kernel` (default: config.rnn_kernel) is
-    "scan" or "cudnn"; `unroll=True` is the inference form of the scan."""
-    if (kernel or config.rnn_kernel) == "cudnn":
-        if config.cell != "lstm":
-            raise ValueError(f"kernel 'cudnn' exists only for the LSTM in JAX, not for {config.cell!r}")
-        return cudnn_lstm(params, config, x)
-    xs, finals = jnp.swapaxes(x, 0, 1), []  # (B, T, F) -> (T, B, F): scan runs over the leading axis
-    for k in range(config.num_layers):
-        carry, xs = layer(config.cell, params, k, xs, unroll)  # (T, B, in) -> (T, B, H)
-        finals.append(carry)
-    out = jnp.swapaxes(xs, 0, 1)  # (T, B, H) -> (B, T, H)
-    if config.cell == "lstm":
-        return out, (jnp.stack([h for h, _ in finals]), jnp.stack([c for _, c in finals]))  # (L, B, H) each
-    return out, jnp.stack(finals)
-
-
-@partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def forward(params: dict, config: Config, x: jax.Array, kernel: str | None = None, unroll: bool = False) -> jax.Array:
-    """Logits (B, classes) for x (B, T, F). `unroll=True` is the inference form (no gradients needed)."""
-    out, _ = recurrent(params, config, x, kernel, unroll)  # (B, T, F) -> (B, T, H)
-    features = out.reshape(out.shape[0], -1) if config.head == "all" else out[:, -1, :]  # (B, T*H) or (B, H)
-    return features @ params["fc.weight"].T + params["fc.bias"]  # (B, classes)
-
-
-def init_params(config: Config, seed: int) -> dict[str, jax.Array]:
-    """Fresh weights with PyTorch's initialisation (not its random numbers), keyed by PyTorch's names:
-    U(-1/sqrt(H), 1/sqrt(H)) for the recurrent layers, U(-1/sqrt(in), 1/sqrt(in)) for the Linear."""
-    shapes = param_shapes(config)
-    keys = jax.random.split(jax.random.key(seed), len(shapes))
-    params = {}
-    for key, (name, shape) in zip(keys, shapes.items()):
-        fan_in = config.hidden_size if name.startswith("rnn.") else config.head_features
-        bound = 1 / math.sqrt(fan_in)
-        params[name] = jax.random.uniform(key, shape, jnp.float32, minval=-bound, maxval=bound)
-    return params
+    out, h_n, c_n = jax_rnn.lstm(x, hx[0], hx[1], cudnn_weights(layers), seq_lengths, input_size=input_size,
+                                 hidden_size=hidden, num_layers=len(layers), dropout=0.0, bidirectional=False)
+    return (out if batch_first else jnp.swapaxes(out, 0, 1)), (h_n, c_n)

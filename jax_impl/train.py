@@ -6,6 +6,10 @@
     python -m jax_impl.train --devices 2 --variant lstm-last     # data parallel (jax_impl/distributed.py)
 
 Flags, outputs and log lines are the same as `python -m torch_impl.train`; `--help` lists them.
+The model is the Flax NNX `RecurrentClassifier` (jax_impl/nn.py), trained with `nnx.Optimizer`
+around Adam with torch's arithmetic, in Flax's functional form: `nnx.split` once, a pure
+`jax.jit` step that merges and splits (the form Flax's performance guide recommends for small
+models). Both trainers start from `common.checkpoint.initial_params(config, --seed)`.
 Steps compile once: the last partial batch is padded to the batch size and masked, so its
 gradients are the mean over its real rows, as in PyTorch (common/distributed.py).
 """
@@ -21,13 +25,16 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
+import flax
+from flax import nnx
+
 from common import training
-from common.checkpoint import check_params
+from common.checkpoint import check_params, initial_params
 from common import distributed as distributed_rows
 from common.config import Config, RunOptions
 from common.errors import UserError, run_cli
 from jax_impl import distributed
-from jax_impl.model import forward, init_params
+from jax_impl.nn import RecurrentClassifier, load_state_dict, named, state_dict
 
 
 def select_device(flag: str) -> jax.Device:
@@ -80,47 +87,53 @@ def masked_sums(logits, labels, mask):
     return jnp.sum(losses * mask), correct
 
 
-def masked_loss(params, config: Config, batch):
+def masked_loss(model: RecurrentClassifier, batch):
     """Mean cross-entropy over the real rows (mask 1) and the number of correct ones."""
-    logits = forward(params, config, batch["images"])  # (B, T, F) -> (B, classes)
+    logits = model(batch["images"])  # (B, T, F) -> (B, classes)
     loss_sum, correct = masked_sums(logits, batch["labels"], batch["mask"])
     return loss_sum / jnp.sum(batch["mask"]), correct
 
 
-def loss_and_grads(params, config: Config, batch, mesh: Mesh | None = None):
-    """((loss, correct), grads) of masked_loss. With a mesh (data parallel): each device takes the
-    gradient of its shard's share of the global mean, then one psum adds them up. Left to jit's
-    partitioner, the weight gradients were all-reduced inside the backward scan, once per time step
-    (28 x 2 all-reduces per layer): 2 CPU devices ran 3-5x slower than one."""
+def loss_and_grads(model: RecurrentClassifier, batch, mesh: Mesh | None = None):
+    """((loss, correct), grads) of masked_loss, grads an nnx.State of the model's Params. With a mesh
+    (data parallel): each device takes the gradient of its shard's share of the global mean, then
+    one psum adds them up, so the weight gradients are all-reduced once per step, not once per
+    time step inside the backward scan (docs/SCALING.md)."""
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss_of(params, shard, count):
+        logits = nnx.merge(graphdef, params)(shard["images"])  # (B / devices, T, F) -> (B / devices, classes)
+        loss_sum, correct = masked_sums(logits, shard["labels"], shard["mask"])
+        return loss_sum / count, correct
+
     if mesh is None:
-        return jax.value_and_grad(masked_loss, has_aux=True)(params, config, batch)
+        return jax.value_and_grad(loss_of, has_aux=True)(params, batch, jnp.sum(batch["mask"]))
 
     def local(params, shard):
         count = jax.lax.psum(jnp.sum(shard["mask"]), distributed.AXIS)  # real rows of the global batch
-
-        def share(weights):
-            logits = forward(weights, config, shard["images"])  # (B / devices, T, F) -> (B / devices, classes)
-            loss_sum, correct = masked_sums(logits, shard["labels"], shard["mask"])
-            return loss_sum / count, correct
-        return jax.lax.psum(jax.value_and_grad(share, has_aux=True)(params), distributed.AXIS)
+        return jax.lax.psum(jax.value_and_grad(loss_of, has_aux=True)(params, shard, count), distributed.AXIS)
 
     return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(distributed.AXIS)),
                          out_specs=PartitionSpec(), check_vma=False)(params, batch)
 
 
-@partial(jax.jit, static_argnames=("config", "mesh"))
-def train_step(params, opt_state, batch, config: Config, mesh: Mesh | None = None):
-    """One Adam step on the masked mean cross-entropy. `batch`: images (B, T, F), labels (B,), mask (B,);
-    with `mesh`, sharded along it (the mean still runs over the global batch)."""
-    (loss, correct), grads = loss_and_grads(params, config, batch, mesh)
-    updates, opt_state = make_optimizer(config).update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, {"loss": loss, "correct": correct}
+@partial(jax.jit, static_argnames=("graphdef", "mesh"))
+def train_step(graphdef: nnx.GraphDef, state: nnx.State, batch, lr, mesh: Mesh | None = None):
+    """One Adam step on the masked mean cross-entropy, in Flax's functional form: `state` is
+    `nnx.split((model, optimizer))`'s, merged here and split again. `batch`: images (B, T, F),
+    labels (B,), mask (B,); with `mesh`, sharded along it (the mean still runs over the global batch)."""
+    model, optimizer = nnx.merge(graphdef, state)
+    optimizer.opt_state.hyperparams["learning_rate"][...] = lr
+    (loss, correct), grads = loss_and_grads(model, batch, mesh)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), {"loss": loss, "correct": correct}
 
 
-@partial(jax.jit, static_argnames="config")
-def eval_step(params, batch, config: Config):
+@partial(jax.jit, static_argnames="graphdef")
+def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch):
     """Summed cross-entropy and correct predictions over the real rows of one batch."""
-    return masked_sums(forward(params, config, batch["images"]), batch["labels"], batch["mask"])
+    model, _ = nnx.merge(graphdef, state)
+    return masked_sums(model(batch["images"]), batch["labels"], batch["mask"])
 
 
 def padded_batch(images: np.ndarray, labels: np.ndarray, size: int) -> dict[str, np.ndarray]:
@@ -133,6 +146,9 @@ def _is_adam(node) -> bool:
 
 
 class JaxBackend:
+    """The Flax model and its `nnx.Optimizer`, split once into a graph definition and a state that the
+    jitted steps take and return; the live modules are merged back only to read or write weights."""
+
     framework = "jax"
 
     def __init__(self, config: Config, device_flag: str = "auto", devices: int = 1):
@@ -149,16 +165,20 @@ class JaxBackend:
         if self.mesh.size > 1:
             self.device += f"; data parallel over {self.mesh.size} devices, {jax.process_count()} process(es)"
         self.config = config
-        self.optimizer = make_optimizer(config)
-        params = init_params(config, config.seed)
-        # Committed to the mesh like everything the step returns: the same signature, one compilation.
-        self.params = self._replicate(params)
-        self.opt_state = self._replicate(self.optimizer.init(params))
-        self.set_learning_rate(config.lr)
+        model = RecurrentClassifier(config, rngs=nnx.Rngs(config.seed), platform=platform)
+        load_state_dict(model, initial_params(config, config.seed), "initial weights")
+        self._split(model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param))
         self.eval_size = 0  # evaluation batches are padded to the largest seen (the first, in practice)
 
-    def _replicate(self, tree):
-        return jax.tree.map(lambda value: distributed.put(value, self.replicated), tree)
+    def _split(self, model: RecurrentClassifier, optimizer: nnx.Optimizer) -> None:
+        # Committed to the mesh like everything the step returns: the same signature, one compilation.
+        self.graphdef, state = nnx.split((model, optimizer))
+        self.state = jax.tree.map(lambda value: distributed.put(distributed.to_host(value), self.replicated), state)
+        self.lr, self.lr_value = distributed.put(np.float32(self.config.lr), self.replicated), self.config.lr
+
+    def modules(self) -> tuple[RecurrentClassifier, nnx.Optimizer]:
+        """The live model and optimizer, holding the current state."""
+        return nnx.merge(self.graphdef, self.state)
 
     def device_batch(self, images, labels, size: int) -> dict[str, jax.Array]:
         """The padded global batch, split along the mesh (each device holds size / devices rows)."""
@@ -166,52 +186,61 @@ class JaxBackend:
 
     def set_learning_rate(self, lr: float) -> None:
         # A committed float32 array of fixed type: a new value, never a new compilation.
-        self.opt_state.hyperparams["learning_rate"] = distributed.put(np.float32(lr), self.replicated)
+        if lr != self.lr_value:
+            self.lr, self.lr_value = distributed.put(np.float32(lr), self.replicated), lr
 
     def train_step(self, images, labels, lr):
         self.set_learning_rate(lr)
         batch = self.device_batch(images, labels, self.config.batch_size)
         mesh = self.mesh if self.mesh.size > 1 else None  # one device: the plain step
-        self.params, self.opt_state, metrics = train_step(self.params, self.opt_state, batch, self.config, mesh)
+        self.state, metrics = train_step(self.graphdef, self.state, batch, self.lr, mesh)
         return float(distributed.to_host(metrics["loss"])), int(distributed.to_host(metrics["correct"]))
 
     def eval_batch(self, images, labels):
         self.eval_size = distributed_rows.round_up(max(self.eval_size, len(labels)), self.mesh.size)
-        loss, correct = eval_step(self.params, self.device_batch(images, labels, self.eval_size), self.config)
+        loss, correct = eval_step(self.graphdef, self.state, self.device_batch(images, labels, self.eval_size))
         return float(distributed.to_host(loss)), int(distributed.to_host(correct))
 
     def agree_stop(self, signum: int) -> int:
         return distributed.max_over_processes(signum)
 
     def get_params(self):
-        return {name: distributed.to_host(value) for name, value in self.params.items()}
+        return state_dict(self.modules()[0], read=distributed.to_host)
 
     def set_params(self, params):
         check_params(params, self.config, "weights")
-        self.params = {name: distributed.put(np.asarray(params[name], np.float32), self.replicated)
-                       for name in self.params}
+        model, optimizer = self.modules()
+        load_state_dict(model, params)
+        self._split(model, optimizer)
 
     def get_adam(self) -> dict[str, np.ndarray]:
         """Adam's state under the checkpoint's names (PyTorch's: step, exp_avg, exp_avg_sq)."""
-        (state,) = [node for node in jax.tree.leaves(self.opt_state, is_leaf=_is_adam) if _is_adam(node)]
-        adam = {"adam.step": distributed.to_host(state.count).astype(np.float32)}
-        for name in self.params:
-            adam[f"adam.exp_avg.{name}"] = distributed.to_host(state.mu[name])
-            adam[f"adam.exp_avg_sq.{name}"] = distributed.to_host(state.nu[name])
+        adam_state = adam_of(self.modules()[1])
+        adam = {"adam.step": distributed.to_host(adam_state.count[...]).astype(np.float32)}
+        for key, moments in (("exp_avg", adam_state.mu), ("exp_avg_sq", adam_state.nu)):
+            for name, variable in named(moments).items():
+                adam[f"adam.{key}.{name}"] = distributed.to_host(variable[...])
         return adam
 
     def set_adam(self, adam: dict[str, np.ndarray]) -> None:
-        put = partial(distributed.put, sharding=self.replicated)
-        count = put(np.int32(adam["adam.step"]))
-        state = optax.ScaleByAdamState(
-            count=count,
-            mu={name: put(np.asarray(adam[f"adam.exp_avg.{name}"], np.float32)) for name in self.params},
-            nu={name: put(np.asarray(adam[f"adam.exp_avg_sq.{name}"], np.float32)) for name in self.params})
-        opt_state = jax.tree.map(lambda node: state if _is_adam(node) else node, self.opt_state, is_leaf=_is_adam)
-        self.opt_state = opt_state._replace(count=count)  # inject_hyperparams' own step counter
+        model, optimizer = self.modules()
+        adam_state, step = adam_of(optimizer), np.int32(adam["adam.step"])
+        for counter in (adam_state.count, optimizer.opt_state.count):  # Adam's and inject_hyperparams' own
+            counter[...] = jnp.asarray(step)
+        optimizer.step[...] = jnp.asarray(step, optimizer.step[...].dtype)
+        for key, moments in (("exp_avg", adam_state.mu), ("exp_avg_sq", adam_state.nu)):
+            for name, variable in named(moments).items():
+                variable[...] = jnp.asarray(np.asarray(adam[f"adam.{key}.{name}"], np.float32))
+        self._split(model, optimizer)
 
     def versions(self):
-        return {"jax": jax.__version__, "optax": optax.__version__}
+        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+
+
+def adam_of(optimizer: nnx.Optimizer) -> optax.ScaleByAdamState:
+    """The ScaleByAdamState inside the optimizer's chain (its moments are States of the model's paths)."""
+    (state,) = [node for node in jax.tree.leaves(optimizer.opt_state, is_leaf=_is_adam) if _is_adam(node)]
+    return state
 
 
 def make_backend(config: Config, options: RunOptions) -> JaxBackend:

@@ -17,6 +17,7 @@ cuDNN with XLA; `common.precision.exact_float32()` must run first there (parity/
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from functools import partial
 from typing import Iterator
@@ -27,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import optax
 import torch
+from flax import nnx
 import torch.nn.functional as F
 
 from common import data
@@ -34,8 +36,8 @@ from common.config import CELLS, HEADS, Config
 from common.training import learning_rate
 from export import runtime as onnx_runtime
 from export.onnx import to_onnx
-from jax_impl import model as jax_model
-from jax_impl.train import JaxBackend, masked_loss, padded_batch, make_optimizer as jax_make_optimizer
+from jax_impl.nn import classifier, named
+from jax_impl.train import JaxBackend, loss_and_grads, padded_batch, make_optimizer as jax_make_optimizer
 from parity.convert import torch_to_jax
 from parity.tolerances import GRAD_NORM_FLOOR
 from torch_impl.model import RecurrentClassifier
@@ -85,27 +87,34 @@ def relative_error(reference, other) -> float:
 
 # ---- forward --------------------------------------------------------------------------------------
 
-@partial(jax.jit, static_argnames=("config", "kernel", "unroll"))
-def _jax_forward(params, config: Config, x, kernel: str | None = None, unroll: bool = False):
-    # Both public entry points under one jit: one compilation per shape instead of two (the
-    # forward grid's run time is almost all XLA compilation).
-    out, state = jax_model.recurrent(params, config, x, kernel, unroll)
-    h_n, c_n = state if config.cell == "lstm" else (state, None)
-    return out, h_n, c_n, jax_model.forward(params, config, x, kernel, unroll)
+def jax_classifier(config: Config, params: dict, kernel: str | None = None) -> tuple[nnx.GraphDef, nnx.State]:
+    """The Flax classifier holding `params` (torch's names), split for a jitted call; `kernel`
+    overrides config.rnn_kernel."""
+    return nnx.split(classifier(dataclasses.replace(config, rnn_kernel=kernel or config.rnn_kernel), params))
+
+
+@partial(jax.jit, static_argnames=("graphdef", "unroll"))
+def _jax_forward(graphdef: nnx.GraphDef, state: nnx.State, x, unroll: bool = False):
+    # The recurrent outputs and the logits under one jit: one compilation per shape instead of two
+    # (the forward grid's run time is almost all XLA compilation).
+    model = nnx.merge(graphdef, state)
+    out, final = model.recurrent(x, unroll=unroll)
+    h_n, c_n = final if isinstance(final, tuple) else (final, None)
+    return out, h_n, c_n, model(x, unroll=unroll)
 
 
 def forward_diffs(model: RecurrentClassifier, config: Config, images: np.ndarray,
                   jax_params: dict | None = None, kernel: str | None = None, unroll: bool = False) -> dict[str, float]:
     """Max abs difference of every step's output, the final h (and c) of every layer, and the logits.
     JAX runs on a copy of the torch model's weights unless `jax_params` are given; `kernel` and
-    `unroll` pick its form (jax_impl.model)."""
+    `unroll` pick its form (jax_impl.model); the JAX side is the Flax classifier (jax_impl.nn)."""
     params = torch_to_jax(model.state_dict(), config) if jax_params is None else jax_params
     with torch.no_grad():
         x = torch.from_numpy(images).to(TORCH_DEVICE)
         out, state = model.recurrent(x)
         h_n, c_n = state if config.cell == "lstm" else (state, None)
         logits = model(x)
-    jax_out, jax_h, jax_c, jax_logits = _jax_forward(params, config, images, kernel, unroll)
+    jax_out, jax_h, jax_c, jax_logits = _jax_forward(*jax_classifier(config, params, kernel), images, unroll)
     diffs = {"out": max_abs_diff(out, jax_out), "h_n": max_abs_diff(h_n, jax_h)}
     if config.cell == "lstm":
         diffs["c_n"] = max_abs_diff(c_n, jax_c)
@@ -117,11 +126,11 @@ def forward_diffs(model: RecurrentClassifier, config: Config, images: np.ndarray
 
 # ---- gradients ------------------------------------------------------------------------------------
 
-@partial(jax.jit, static_argnames="config")
-def _jax_loss_and_grads(params, config: Config, batch):
-    # The JAX trainer's own loss (masked mean cross-entropy), so this checks what training differentiates.
-    (loss, _), grads = jax.value_and_grad(masked_loss, has_aux=True)(params, config, batch)
-    return loss, grads
+@partial(jax.jit, static_argnames="graphdef")
+def _jax_loss_and_grads(graphdef: nnx.GraphDef, state: nnx.State, batch):
+    # The JAX trainer's own loss and gradients (masked mean cross-entropy), so this checks what training differentiates.
+    (loss, _), grads = loss_and_grads(nnx.merge(graphdef, state), batch)
+    return loss, named(grads)
 
 
 def gradient_errors(model: RecurrentClassifier, config: Config, images: np.ndarray,
@@ -132,8 +141,8 @@ def gradient_errors(model: RecurrentClassifier, config: Config, images: np.ndarr
     loss = F.cross_entropy(model(torch.from_numpy(images).to(TORCH_DEVICE)),
                            torch.from_numpy(labels).to(TORCH_DEVICE))  # as torch_impl.train.train_step
     loss.backward()
-    jax_loss, jax_grads = _jax_loss_and_grads(params, config, padded_batch(images, labels, len(labels)))
-    errors = {name: relative_error(param.grad, jax_grads[name]) for name, param in model.named_parameters()}
+    jax_loss, jax_grads = _jax_loss_and_grads(*jax_classifier(config, params), padded_batch(images, labels, len(labels)))
+    errors = {name: relative_error(param.grad, jax_grads[name][...]) for name, param in model.named_parameters()}
     assert len(errors) == len(jax_grads), "every parameter has a gradient in both frameworks"
     return {"loss": abs(loss.item() - float(jax_loss)), **errors}
 
@@ -153,9 +162,13 @@ def max_param_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 
 def backends(config: Config) -> tuple[TorchBackend, JaxBackend]:
-    """The two real trainers' backends, both holding torch's initial weights."""
+    """The two real trainers' backends, both holding torch's own initialisation for config.seed (the
+    weights the training tolerances were measured from; the trainers' default start,
+    common.checkpoint.initial_params, is the same in both frameworks too)."""
     torch_backend, jax_backend = TorchBackend(config), JaxBackend(config)
-    jax_backend.set_params(torch_backend.get_params())
+    weights = {name: to_numpy(value) for name, value in torch_model(config, config.seed).state_dict().items()}
+    for backend in (torch_backend, jax_backend):
+        backend.set_params(weights)
     return torch_backend, jax_backend
 
 
@@ -243,6 +256,6 @@ def onnx_diffs(session: ort.InferenceSession, model: RecurrentClassifier, config
     (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: images})
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(images).to(TORCH_DEVICE))
-    jax_logits = jax_model.forward(torch_to_jax(model.state_dict(), config), config, images)
+    jax_logits = _jax_forward(*jax_classifier(config, torch_to_jax(model.state_dict(), config)), images)[3]
     return {"onnx_vs_torch": max_abs_diff(onnx_logits, torch_logits),
             "onnx_vs_jax": max_abs_diff(onnx_logits, jax_logits)}

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 from common.checkpoint import param_shapes
-from jax_impl import model as jax_model
+from jax_impl.nn import RecurrentClassifier, state_dict
 from parity.convert import jax_to_torch, torch_to_jax
 from parity.measure import COMBO_IDS, COMBOS, config_for, torch_model
 
@@ -34,7 +35,7 @@ def test_round_trips_are_bit_exact(cell, head):
         assert np.array_equal(bits(back[name]), bits(state[name])), name
     model.load_state_dict(back, strict=True)
 
-    jax_params = jax_model.init_params(config, seed=0)  # the other direction, from JAX's own init
+    jax_params = state_dict(RecurrentClassifier(config, rngs=nnx.Rngs(0)))  # the other direction, from Flax's init
     again = torch_to_jax(jax_to_torch(jax_params, config), config)
     for name in jax_params:
         assert np.array_equal(bits(again[name]), bits(jax_params[name])), name

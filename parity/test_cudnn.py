@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from jax.experimental import rnn as jax_rnn
 
 from jax_impl import model as jax_model
+from jax_impl.nn import GRU
 from parity.convert import torch_to_jax
 from parity.measure import TORCH_DEVICE, config_for, forward_diffs, max_abs_diff, random_batch, torch_model
 from parity.tolerances import FORWARD_ATOL
@@ -26,6 +28,12 @@ from parity.tolerances import FORWARD_ATOL
 # from the hidden size (layer 0's W_ih has its own shape in the buffer), and MNIST's shape.
 SIZES = [(3, 1, 5, 2, 4), (8, 2, 28, 33, 28), (17, 3, 7, 1, 5)]
 SIZE_IDS = [f"H{h}-L{layers}-T{t}-B{b}-F{f}" for h, layers, t, b, f in SIZES]
+def layers_of(params: dict, num_layers: int) -> list[tuple]:
+    """Each layer's (w_ih, w_hh, b_ih, b_hh) from torch's names."""
+    return [tuple(params[f"rnn.{name}_l{k}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for k in range(num_layers)]
+
+
 HAS_GPU = any(device.platform == "gpu" for device in jax.devices())
 
 
@@ -34,7 +42,7 @@ def test_packing_unpacks_to_torch_weights(sizes):
     hidden_size, num_layers, seq_len, _, input_size = sizes
     config = config_for("lstm", "last", hidden_size, num_layers, seq_len, input_size)
     params = torch_to_jax(torch_model(config).state_dict(), config)
-    flat = jax_model.cudnn_weights(params, config)
+    flat = jax_model.cudnn_weights(layers_of(params, num_layers))
     assert flat.shape == (jax_rnn.get_num_params_in_lstm(input_size, hidden_size, num_layers, False),)
     unpacked = jax_rnn.unpack_lstm_weights(flat, input_size, hidden_size, num_layers, False)
     for kind, name in zip(unpacked, ("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
@@ -50,7 +58,7 @@ def test_reference_kernel_on_packed_weights_matches_torch(sizes):
     model = torch_model(config)
     params = torch_to_jax(model.state_dict(), config)
     images, _ = random_batch(config, batch)
-    weights = jax_rnn.unpack_lstm_weights(jax_model.cudnn_weights(params, config), input_size, hidden_size,
+    weights = jax_rnn.unpack_lstm_weights(jax_model.cudnn_weights(layers_of(params, num_layers)), input_size, hidden_size,
                                           num_layers, False)
     zeros = jnp.zeros((num_layers, batch, hidden_size), jnp.float32)
     out, h_n, c_n = jax_rnn.lstm_ref(images, zeros, zeros, *weights, jnp.full((batch,), seq_len, jnp.int32),
@@ -68,14 +76,14 @@ def test_a_swapped_gate_is_caught():
     params = torch_to_jax(torch_model(config).state_dict(), config)
     i, f, g, o = jnp.split(params["rnn.weight_hh_l1"], 4)
     swapped = dict(params, **{"rnn.weight_hh_l1": jnp.concatenate([i, f, o, g])})
-    unpacked = jax_rnn.unpack_lstm_weights(jax_model.cudnn_weights(swapped, config), 3, 8, 2, False)
+    unpacked = jax_rnn.unpack_lstm_weights(jax_model.cudnn_weights(layers_of(swapped, 2)), 3, 8, 2, False)
     assert not np.array_equal(np.asarray(unpacked[1][1]), np.asarray(params["rnn.weight_hh_l1"]))
 
 
 def test_cudnn_kernel_is_lstm_only():
     config = config_for("gru", "last", 8, 2, 5, 3)
     with pytest.raises(ValueError, match="only for the LSTM"):
-        jax_model.forward(jax_model.init_params(config, 0), config, np.zeros((1, 5, 3), np.float32), kernel="cudnn")
+        GRU(3, 8, 2, kernel="cudnn", rngs=nnx.Rngs(0))(np.zeros((5, 1, 3), np.float32))
 
 
 @pytest.mark.skipif(not HAS_GPU, reason="cuDNN's LSTM needs a GPU; the packing is proven on CPU above")

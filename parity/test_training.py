@@ -18,6 +18,7 @@ import pytest
 
 from common import checkpoint, data, training
 from common.config import RunOptions
+from jax_impl.nn import classifier
 from jax_impl.train import JaxBackend, masked_loss, padded_batch
 from parity.measure import COMBO_IDS, COMBOS, adam_errors, backends, config_for, max_param_diff, training_gaps
 from parity.tolerances import (ADAM_RTOL, FORWARD_ATOL, FORWARD_ATOL_CPU, TRAIN_LOSS_ATOL, TRAIN_PARAMS_ATOL_FIRST,
@@ -71,7 +72,7 @@ def test_padded_last_batch_gives_torchs_loss(cell, head):
     assert abs(torch_loss - jax_loss) <= FORWARD_ATOL and torch_correct == jax_correct
     assert max_param_diff(torch_backend.get_params(), jax_backend.get_params()) <= TRAIN_PARAMS_ATOL_FIRST
     # Without the mask the 11 zero rows (label 0) would count: a visibly different loss.
-    unmasked, _ = masked_loss({name: jnp.asarray(value) for name, value in weights.items()}, config,
+    unmasked, _ = masked_loss(classifier(config, weights),
                               {**padded_batch(images, labels, BATCH), "mask": np.ones(BATCH, np.float32)})
     assert abs(float(unmasked) - torch_loss) > 1e3 * FORWARD_ATOL_CPU  # 0.027 on the H200: 900x FORWARD_ATOL there
 

@@ -11,9 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from common.config import CELLS, Config
 from jax_impl import model as jax_model
+from jax_impl.nn import RecurrentClassifier
 from parity.tolerances import FORWARD_ATOL, GRAD_NORM_FLOOR, GRAD_RTOL
 
 
@@ -28,8 +30,8 @@ def batch(config: Config, size: int = 4, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("cell", CELLS)
 def test_inference_form_equals_training_form(cell):
     config = tiny(cell, seq_len=28, input_size=28)
-    params, x = jax_model.init_params(config, 0), batch(config)
-    trained, inferred = (jax_model.forward(params, config, x, unroll=unroll) for unroll in (False, True))
+    model, x = RecurrentClassifier(config, rngs=nnx.Rngs(0)), batch(config)
+    trained, inferred = (model(x, unroll=unroll) for unroll in (False, True))
     np.testing.assert_allclose(np.asarray(inferred), np.asarray(trained), rtol=0, atol=FORWARD_ATOL)
 
 

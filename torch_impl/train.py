@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from common import training
+from common.checkpoint import initial_params
 from common.config import Config, RunOptions
 from common.errors import UserError, run_cli
 from torch.nn.parallel import DistributedDataParallel
@@ -82,6 +83,7 @@ class TorchBackend:
             if self.torch_device.type == "cpu" else torch.cuda.get_device_name(self.torch_device)
         self.config = config
         self.model = RecurrentClassifier(config).to(self.torch_device)
+        set_params(self.model, initial_params(config, config.seed))  # the JAX trainer's too
         self.optimizer = make_optimizer(self.model, config)
 
     def _tensors(self, images: np.ndarray, labels: np.ndarray):
