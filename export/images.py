@@ -23,6 +23,9 @@ from export import metadata
 SIDE = 28
 DIGIT_BOX = 20  # MNIST digits were scaled into a 20x20 box, then centred in 28x28
 INK_THRESHOLD = 0.2  # pixels above this fraction of the brightest count as the digit when cropping
+# No pixel brighter than this (of 255, after inversion): no digit drawn; the page (app.js) uses it too.
+BLANK_BELOW = 26
+BLANK_WARNING = "the image is blank (no ink); its prediction means nothing: draw or give a digit"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
@@ -38,6 +41,11 @@ def image_files(paths: list[str]) -> list[Path]:
         else:
             found.append(name)
     return found
+
+
+def is_blank(pixels_u8: np.ndarray) -> bool:
+    """A white-on-black uint8 image with no ink: nothing for the model to read."""
+    return int(pixels_u8.max(initial=0)) < BLANK_BELOW
 
 
 def preprocess(images_u8: np.ndarray, info: metadata.ModelInfo) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -24,11 +25,13 @@ from common.data import IMAGE_MAGIC, LABEL_MAGIC
 from common.cli import Parser
 from common.errors import UserError, run_cli
 from export import metadata, streaming
-from export.images import SIDE, fit_like_mnist, image_files, preprocess, read_idx, read_image  # noqa: F401
+from export.images import (BLANK_WARNING, SIDE, fit_like_mnist, image_files, is_blank, preprocess,  # noqa: F401
+                           read_idx, read_image)
 from export.runtime import run_onnx, session
 
 
-def open_model(path: str | Path) -> tuple[ort.InferenceSession, metadata.ModelInfo]:
+def open_model(path: str | Path, stream_hint: str = "add --stream") -> tuple[ort.InferenceSession, metadata.ModelInfo]:
+    """(session, metadata) of a whole-sequence model; `stream_hint`: what to say when it is a step file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model {path} not found")
@@ -38,7 +41,7 @@ def open_model(path: str | Path) -> tuple[ort.InferenceSession, metadata.ModelIn
     if len(inputs) != 1 or len(inputs[0].shape) != 3 or list(inputs[0].shape[1:]) != [SIDE, SIDE] \
             or inputs[0].type != "tensor(float)":
         found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-        hint = "; it is a streaming model: add --stream" if streaming.STREAM_KEY in info.props else ""
+        hint = f"; it is a streaming model: {stream_hint}" if streaming.STREAM_KEY in info.props else ""
         raise UserError(f"{path} takes {found}; predict needs one float input [batch, {SIDE}, {SIDE}]{hint}")
     return sess, info
 
@@ -81,8 +84,8 @@ def stream_image(sess, stream: dict, info: metadata.ModelInfo, name: str, pixels
     if stream["running_prediction"]:
         final["known_from_row"] = next(i + 1 for i in range(len(steps))
                                        if all(s["class"] == final["class"] for s in steps[i:]))
-        say(f"{name}: {final['class']} ({100 * final['probability']:.1f}%), the prediction from row "
-            f"{final['known_from_row']} of {len(steps)} on")
+        say(f"{name}: {final['class']} ({100 * final['probability']:.1f}%) after all {len(steps)} rows; "
+            f"it has said {final['class']} since row {final['known_from_row']}")
         final["steps"] = [{k: s[k] for k in ("class", "probability")} for s in steps]
     else:
         say(f"{describe(final, labels)} (all-steps head: a prediction exists only after all {len(steps)} rows)")
@@ -138,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     paths, pixels, result["errors"] = read_all(image_files(args.images), args.invert)
     for error in result["errors"]:
         say(f"skipped: {error['error']}")
+    for path, image in zip(paths, pixels):
+        if is_blank(image):  # a prediction is still given (the model always answers), but it means nothing
+            result.setdefault("warnings", []).append({"image": str(path), "warning": BLANK_WARNING})
+            print(f"warning: {path}: {BLANK_WARNING}", file=sys.stderr)
     if stream is not None:
         result["predictions"] = [stream_image(sess, stream, info, str(p), x, say) for p, x in zip(paths, pixels)]
     elif len(paths):
@@ -150,10 +157,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(json.dumps(result, indent=1))
     if result["errors"]:
         first = result["errors"][0]["error"]
+        rest = f"the other {len(paths)} were classified" if len(paths) else "none was classified"
         raise UserError(f"{len(result['errors'])} of {len(paths) + len(result['errors'])} images could not be read "
-                        f"(first: {first}); the others were classified")
+                        f"(first: {first}); {rest}")
     return result
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, broken_pipe_ok=True)

@@ -23,6 +23,9 @@ def session(model: str | Path | bytes, threads: int = 0) -> ort.InferenceSession
     options.log_severity_level = 3  # errors only: its graph-optimisation notices are noise here
     options.intra_op_num_threads = threads
     what = "the exported graph" if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and Path(model).suffix == ".safetensors":
+        raise UserError(f"{model} is a checkpoint, not an ONNX model: export it first with "
+                        f"`python -m export.onnx --checkpoint {model} --out model.onnx`")
     try:
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                     providers=["CPUExecutionProvider"])

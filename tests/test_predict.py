@@ -202,3 +202,33 @@ def test_idx_images_without_labels_classifies(model_path, test_u8, tmp_path, cap
     assert result["predictions"][4]["image"] == f"{tmp_path / 'images.idx'}[4]"
     code, out, _ = run_predict([model_path, "--idx-images", tmp_path / "images.idx"], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 5
+
+
+def test_blank_image_is_classified_with_a_warning(model_path, tmp_path, capsys):
+    """An all-black image still gets the model's answer, but stderr (and the JSON) say it means nothing."""
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "black.png")
+    code, out, err = run_predict([model_path, tmp_path / "black.png"], capsys)
+    assert code == 0 and out.startswith(f"{tmp_path / 'black.png'}: ")
+    assert err == f"warning: {tmp_path / 'black.png'}: {predict.BLANK_WARNING}\n"
+    code, out, _ = run_predict([model_path, tmp_path / "black.png", "--json"], capsys)
+    assert json.loads(out)["warnings"] == [{"image": str(tmp_path / "black.png"), "warning": predict.BLANK_WARNING}]
+
+
+def test_only_unreadable_images_and_a_checkpoint_as_model(model_path, tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    code, _, err = run_predict([model_path, tmp_path / "notes.png"], capsys)
+    assert code == 2 and "1 of 1 images could not be read" in err and err.rstrip().endswith("none was classified")
+    (tmp_path / "model.safetensors").write_bytes(b"not read: the name says what it is")
+    code, _, err = run_predict([tmp_path / "model.safetensors", tmp_path / "notes.png"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "is a checkpoint, not an ONNX model: export it first with " \
+        f"`python -m export.onnx --checkpoint {tmp_path / 'model.safetensors'}" in err
+
+
+def test_reader_that_stops_early_gets_no_traceback(model_path, test_u8, tmp_path):
+    """`predict --json | head`: the reader closes the pipe (here before predict writes its first line)."""
+    Image.fromarray(test_u8[0][0]).save(tmp_path / "digit.png")
+    process = subprocess.Popen([sys.executable, "-m", "export.predict", str(model_path), str(tmp_path / "digit.png"),
+                                "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as head does once it has its lines
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and err == "", err
