@@ -107,7 +107,7 @@ def test_predict_stream(streamed, mnist_dir, tmp_path, capsys):  # noqa: F811
     _, config, _ = checkpoint.load_model(streamed[0])
     if config.head == "last":
         assert len(lines) == 29 and all(f"row {k:2d}: " in lines[k - 1] for k in range(1, 29))
-        assert "the prediction from row" in lines[-1]
+        assert "rows; it has said" in lines[-1] and " since row " in lines[-1]
     else:
         assert len(lines) == 1 and "a prediction exists only after all 28 rows" in lines[0]
     assert f"({expected:.1f}%)" in lines[-1]  # the whole-sequence file's answer
