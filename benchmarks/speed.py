@@ -72,13 +72,13 @@ def jax_contender(config: Config, images, labels, device: str) -> tuple[Callable
     backend = jax_train.JaxBackend(config, device)
     batch = backend.device_batch(images, labels, len(labels))
     started = time.perf_counter()
-    compiled = jax_train.train_step.lower(backend.graphdef, backend.state, batch, backend.lr).compile()
+    compiled = jax_train.train_step.lower(backend.graphdef, backend.treedef, backend.leaves, batch, backend.lr).compile()
     compile_seconds = time.perf_counter() - started
 
     def step():  # what JaxBackend.train_step does, with the executable compiled above
         backend.set_learning_rate(config.lr)
         batch = backend.device_batch(images, labels, len(labels))
-        backend.state, metrics = compiled(backend.state, batch, backend.lr)
+        backend.leaves, metrics = compiled(backend.leaves, batch, backend.lr)
         return float(metrics["loss"]), int(metrics["correct"])  # reading them back waits for the device
     return step, compile_seconds
 

@@ -107,8 +107,9 @@ def test_steps_compile_once(caplog):
 def test_smoke_run_writes_the_torch_trainers_files(tmp_path):
     config = SHARED
     summary = jax_train.train(config, quiet(out=str(tmp_path)), **datasets())
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "metrics.jsonl", "model.safetensors",
-                                                     "train_state.safetensors", "summary.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {".lock", "config.json", "metrics.jsonl", "model.safetensors",
+                                                     "train_state.safetensors", "train_state.prev.safetensors",
+                                                     "summary.json"}
     assert summary["framework"] == "jax" and summary["parameters"] == checkpoint.count_params(config)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     epochs = [record for record in metrics if "train_loss" in record]
