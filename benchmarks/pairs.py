@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from common import checkpoint
+from common import checkpoint, ownership
 from common.atomic import atomic_write_json
 from common.config import FRAMEWORKS, Config, config_argv, parse_variant  # noqa: F401 (re-exported)
 from common.errors import UserError
@@ -169,6 +169,7 @@ def run_pair(framework: str, config: Config, run_dir: Path, *, data_dir, rerun: 
         return {**json.loads(summary_path.read_text()), **how, "reused": True, "resumed": False}
     resume = (run_dir / "train_state.safetensors").exists() and not rerun
     if run_dir.exists() and not resume:  # nothing to resume: start afresh
+        ownership.refuse_if_owned(run_dir)  # a trainer of another compare run may be starting there
         shutil.rmtree(run_dir)
     if resume:
         argv = ["--resume", str(run_dir)]

@@ -17,6 +17,7 @@ writes files and logs.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -29,7 +30,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from common import checkpoint, data
+from common import checkpoint, data, ownership
 from common.atomic import atomic_write_json, atomic_write_text
 from common.config import MODEL_FIELDS, Config, RunOptions, parse_args
 from common.errors import UserError
@@ -107,7 +108,7 @@ def resolve(given: dict, given_options: dict, framework: str) -> tuple[Config, R
         extra = sorted(set(given) | (set(given_options) - RESUME_OVERRIDES))
         if extra:
             raise UserError(f"--resume continues with the run's saved settings; drop {', '.join(extra)}")
-        config = checkpoint.load_train_state(run_dir / "train_state.safetensors")[2]
+        config = checkpoint.load_newest_train_state(run_dir)[1][2]
         saved = _saved_run(run_dir, framework)
         return config, RunOptions(**{**saved, "out": str(run_dir), "init_from": None, **given_options})
     options = RunOptions(**given_options)
@@ -120,16 +121,26 @@ def resolve(given: dict, given_options: dict, framework: str) -> tuple[Config, R
 
 
 def output_dir(framework: str, config: Config, options: RunOptions, check: bool = True) -> Path:
-    """The run's folder; `check` (the main worker only) refuses a folder that holds a run."""
+    """The run's folder; `check` (the main worker only) refuses a file."""
     if options.resume:
         return Path(options.resume)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(options.out or f"runs/{framework}-{config.variant}-{stamp}")
     if check and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    if check and (out / "config.json").exists():
-        raise UserError(f"{out} already holds a run; choose another --out, or --resume {out} to continue it")
     return out
+
+
+def own(out: Path, options: RunOptions, main: bool):
+    """The main worker's claim on the run folder for the whole run (common/ownership.py); a new
+    run's folder must not hold a run, checked under the claim so two trainers cannot both pass."""
+    if not main:
+        return contextlib.nullcontext()
+
+    def no_run_there() -> None:
+        if not options.resume and (out / "config.json").exists():
+            raise UserError(f"{out} already holds a run; choose another --out, or --resume {out} to continue it")
+    return ownership.claim(out, check=no_run_there)
 
 
 def log(line: str, backend: Backend | None = None) -> None:
@@ -162,8 +173,8 @@ def train(make_backend: BackendFactory, config: Config, options: RunOptions, fra
     if train_set is None:
         train_set = data.load_split("train", options.data_dir, limit=config.limit_train, normalize=config.normalize)
     out = output_dir(framework, config, options, check=backend.is_main)
-    loop = Loop(backend, config, options, framework, out, train_set, test_set)
-    return loop.run()
+    with own(out, options, backend.is_main):
+        return Loop(backend, config, options, framework, out, train_set, test_set).run()
 
 
 def evaluate_only(backend: Backend, config: Config, options: RunOptions, test_set: data.Dataset) -> dict:
@@ -173,7 +184,8 @@ def evaluate_only(backend: Backend, config: Config, options: RunOptions, test_se
         f"({round(test_acc * len(test_set))}/{len(test_set)})", backend)
     summary = run_summary(backend, config, options, RunState(), None, test_set, test_loss, test_acc)
     if options.out and backend.is_main:
-        atomic_write_json(Path(options.out) / "summary.json", summary)
+        with ownership.claim(options.out):  # not into a folder a trainer is writing
+            atomic_write_json(Path(options.out) / "summary.json", summary)
     return summary
 
 
@@ -192,11 +204,13 @@ class Loop:
     def start(self) -> None:
         """Load the state to resume, or write config.json of a new run."""
         if self.options.resume:
-            params, adam, _, saved = checkpoint.load_train_state(self.out / "train_state.safetensors")
+            path, (params, adam, _, saved), passed_over = checkpoint.load_newest_train_state(self.out)
             self.backend.set_params(params)
             self.backend.set_adam(adam)
             self.state = RunState.from_json(saved)
-            log(f"resuming {self.out} at epoch {self.state.epoch + 1} batch {self.state.batch}", self.backend)
+            fallback = f" (the newer one was passed over: {passed_over})" if passed_over else ""
+            log(f"resuming {self.out} at epoch {self.state.epoch + 1} batch {self.state.batch} from {path.name}"
+                f"{fallback}", self.backend)
         elif self.main:
             atomic_write_json(self.out / "config.json", {"framework": self.framework, "config": self.config.to_dict(),
                                                          "options": self.options.__dict__})
