@@ -7,6 +7,7 @@ the same global batch; a 2-process run stopped with SIGTERM resumes on 1 process
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -92,30 +93,42 @@ def test_data_parallel_torch_equals_data_parallel_jax(runs):
     assert gaps[0] <= TRAIN_LOSS_ATOL and gaps[1] <= TRAIN_PARAMS_ATOL_FIRST + (STEPS - 1) * TRAIN_PARAMS_GROWTH, gaps
 
 
-@pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_two_worker_run_stopped_by_sigterm_resumes_on_one(tmp_path, framework):
-    """torch: torchrun forwards SIGTERM, every rank stops after the same step, rank 0 saves; JAX: the
-    2-device process stops. The run resumed by one process on one device ends where the
-    uninterrupted 2-worker run ends."""
-    idx_dir = write_idx_dir(tmp_path / "idx", n_train=39 * 16 + 8, n_test=40)  # last batch: worker 1 all padding
-    config = tiny_config(hidden_size=12)
-    init = tmp_path / "init.safetensors"
+STOP_FLAGS = ["--epochs", "2", "--checkpoint-every", "10", "--log-every", "8"]
+
+
+@pytest.fixture(scope="module")
+def stop_runs(tmp_path_factory):
+    """`stop_runs(framework)` -> (idx dir, initial weights, the uninterrupted 2-worker run), made once."""
     from torch_impl.train import TorchBackend
-    checkpoint.save_model(init, TorchBackend(config, "cpu").get_params(), config)
-    extra = ["--epochs", "2", "--checkpoint-every", "10", "--log-every", "8"]
-    reference = train(framework, 2, idx_dir, tmp_path / "reference", init, *extra)
-    out = tmp_path / "stopped"
+
+    made = {}
+
+    def get(framework: str) -> tuple[Path, Path, Path]:
+        if framework not in made:
+            root = tmp_path_factory.mktemp(f"stop-{framework}")
+            idx_dir = write_idx_dir(root / "idx", n_train=39 * 16 + 8, n_test=40)  # last batch: worker 1 all padding
+            config = tiny_config(hidden_size=12)
+            init = root / "init.safetensors"
+            checkpoint.save_model(init, TorchBackend(config, "cpu").get_params(), config)
+            made[framework] = idx_dir, init, train(framework, 2, idx_dir, root / "reference", init, *STOP_FLAGS)
+        return made[framework]
+    return get
+
+
+def start_two_workers(framework: str, idx_dir: Path, init: Path, out: Path) -> subprocess.Popen:
+    """A 2-worker run, returned once its first checkpoint is written."""
     process = subprocess.Popen([*trainer(framework, 2), "--data-dir", str(idx_dir), "--init-from", str(init), *FLAGS,
-                                "--out", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--out", str(out), *STOP_FLAGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     deadline = time.monotonic() + 120
     while not (out / "train_state.safetensors").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert framework == "torch" or process.returncode == 143, stderr  # torchrun reports its workers itself
-    assert f"Resume with: {sys.executable} -m {framework}_impl.train --resume {out}" in stderr  # works outside the venv
-    assert stderr.count("interrupted; state saved") == 1  # rank 0 only
+    return process
+
+
+def assert_resumes_on_one(framework: str, idx_dir: Path, out: Path, reference: Path) -> None:
+    """The run resumed by one process on one device ends where the uninterrupted 2-worker run ends."""
     assert not (out / "summary.json").exists(), "the run finished before it was stopped"
     result = subprocess.run([*trainer(framework, 1), "--resume", str(out), "--no-progress",
                              "--data-dir", str(idx_dir)], capture_output=True, text=True, timeout=600)
@@ -123,6 +136,36 @@ def test_two_worker_run_stopped_by_sigterm_resumes_on_one(tmp_path, framework):
     gaps = params_gap(out, reference), float(np.max(np.abs(losses(out) - losses(reference))))
     print(f"{framework} resumed on 1 vs uninterrupted on 2: params {gaps[0]:.2e}, losses {gaps[1]:.2e}")
     assert gaps[0] <= DP_PARAMS_ATOL and gaps[1] <= DP_LOSS_ATOL, gaps
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_two_worker_run_stopped_by_sigterm_resumes_on_one(stop_runs, tmp_path, framework):
+    """torch: torchrun forwards SIGTERM, every rank stops after the same step, rank 0 saves; JAX: the
+    2-device process stops."""
+    idx_dir, init, reference = stop_runs(framework)
+    out = tmp_path / "stopped"
+    process = start_two_workers(framework, idx_dir, init, out)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert framework == "torch" or process.returncode == 143, stderr  # torchrun reports its workers itself
+    assert f"Resume with: {sys.executable} -m {framework}_impl.train --resume {out}" in stderr  # works outside the venv
+    assert stderr.count("interrupted; state saved") == 1  # rank 0 only
+    assert_resumes_on_one(framework, idx_dir, out, reference)
+
+
+def test_torchrun_worker_killed_then_resumed_on_one(stop_runs, tmp_path):
+    """SIGKILL of rank 0 (the worker that owns the folder and writes the checkpoints) mid-run:
+    torchrun ends the run, the kernel drops the folder's lock, and `--resume` on one process
+    continues at once from the last checkpoint."""
+    idx_dir, init, reference = stop_runs("torch")
+    out = tmp_path / "killed"
+    process = start_two_workers("torch", idx_dir, init, out)
+    rank0 = json.loads((out / ".lock").read_text())["pid"]
+    assert rank0 != process.pid  # a worker, not torchrun
+    os.kill(rank0, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, stderr
+    assert_resumes_on_one("torch", idx_dir, out, reference)
 
 
 def test_impossible_settings_are_one_line_errors(tmp_path):

@@ -44,8 +44,9 @@ def test_smoke_run_learns_and_writes_every_file(tmp_path):
     summary = torch_train.train(config, options(tmp_path), train_set=data.synthetic(512, 0),
                                 test_set=data.synthetic(64, 1))
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors",
-                                                     "summary.json", "train_state.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json", "metrics.jsonl", "model.safetensors",
+                                                     "summary.json", "train_state.prev.safetensors",
+                                                     "train_state.safetensors"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if "test_accuracy" in r]
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
