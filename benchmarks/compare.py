@@ -254,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                         help="pairs trained at once, each in its own process with cores/jobs threads "
                              "(default: one per core)")
     parser.add_argument("--independent-init", dest="shared_init", action="store_false",
-                        help="each trainer starts from its default initial weights (the same NumPy draw in both; "
-                             "default: both start from torch's own initialisation, as results/ did)")
+                        help="each trainer starts from its own initial weights (common.checkpoint.initial_params, "
+                             "the same NumPy draw in both), not from torch's own initialisation as results/ did")
     parser.add_argument("--update-readme", action="store_true", help="copy the table into README.md")
     args = parser.parse_args(argv)
     for variant in args.variants:
