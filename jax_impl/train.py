@@ -87,11 +87,12 @@ def masked_sums(logits, labels, mask):
     return jnp.sum(losses * mask), correct
 
 
-def masked_loss(model: RecurrentClassifier, batch):
-    """Mean cross-entropy over the real rows (mask 1) and the number of correct ones."""
+def masked_loss(model: RecurrentClassifier, batch, count=None):
+    """Summed cross-entropy of the real rows (mask 1) over `count` (default: their number, the mean),
+    and the number of correct ones."""
     logits = model(batch["images"])  # (B, T, F) -> (B, classes)
     loss_sum, correct = masked_sums(logits, batch["labels"], batch["mask"])
-    return loss_sum / jnp.sum(batch["mask"]), correct
+    return loss_sum / (jnp.sum(batch["mask"]) if count is None else count), correct
 
 
 def loss_and_grads(model: RecurrentClassifier, batch, mesh: Mesh | None = None):
@@ -101,13 +102,11 @@ def loss_and_grads(model: RecurrentClassifier, batch, mesh: Mesh | None = None):
     time step inside the backward scan (docs/SCALING.md)."""
     graphdef, params = nnx.split(model, nnx.Param)
 
-    def loss_of(params, shard, count):
-        logits = nnx.merge(graphdef, params)(shard["images"])  # (B / devices, T, F) -> (B / devices, classes)
-        loss_sum, correct = masked_sums(logits, shard["labels"], shard["mask"])
-        return loss_sum / count, correct
+    def loss_of(params, shard, count=None):
+        return masked_loss(nnx.merge(graphdef, params), shard, count)
 
     if mesh is None:
-        return jax.value_and_grad(loss_of, has_aux=True)(params, batch, jnp.sum(batch["mask"]))
+        return jax.value_and_grad(loss_of, has_aux=True)(params, batch)
 
     def local(params, shard):
         count = jax.lax.psum(jnp.sum(shard["mask"]), distributed.AXIS)  # real rows of the global batch
@@ -171,6 +170,7 @@ class JaxBackend:
         model = RecurrentClassifier(config, rngs=nnx.Rngs(config.seed), platform=platform)
         load_state_dict(model, initial_params(config, config.seed), "initial weights")
         self._split(model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param))
+        self.lr, self.lr_value = distributed.put(np.float32(config.lr), self.replicated), config.lr
         self.eval_size = 0  # evaluation batches are padded to the largest seen (the first, in practice)
 
     def _split(self, model: RecurrentClassifier, optimizer: nnx.Optimizer) -> None:
@@ -178,7 +178,6 @@ class JaxBackend:
         self.graphdef, state = nnx.split((model, optimizer))
         leaves, self.treedef = jax.tree.flatten(state)
         self.leaves = [distributed.put(distributed.to_host(value), self.replicated) for value in leaves]
-        self.lr, self.lr_value = distributed.put(np.float32(self.config.lr), self.replicated), self.config.lr
 
     def modules(self) -> tuple[RecurrentClassifier, nnx.Optimizer]:
         """The live model and optimizer, holding the current state."""
